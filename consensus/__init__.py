@@ -1,0 +1,1 @@
+"""Pluggable sans-I/O consensus engines, their application boundary and a simulator."""

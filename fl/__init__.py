@@ -1,0 +1,1 @@
+"""Federated learning: MNIST data, models, local training, update codecs, aggregation."""
