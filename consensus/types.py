@@ -118,7 +118,7 @@ class Commit(Record):
             chain_id,
             self.height,
             self.round,
-            VoteType.PRECOMMIT,
+            int(VoteType.PRECOMMIT),  # a plain int: the codec does not encode IntEnum
             self.block_hash,
             sig.validator,
             sig.signature,
@@ -228,4 +228,48 @@ class DuplicateVoteEvidence(Record):
             self.vote_a.chain_id == chain_id
             and self.vote_a.verify(public_key)
             and self.vote_b.verify(public_key)
+        )
+
+
+class DuplicateProposalEvidence(Record):
+    """Two different proposals signed by one proposer for one (height, round)."""
+
+    proposal_a: Proposal
+    proposal_b: Proposal
+
+    def _check(self, path: str) -> None:
+        a, b = self.proposal_a, self.proposal_b
+        if (a.chain_id, a.height, a.round, a.proposer) != (
+            b.chain_id,
+            b.height,
+            b.round,
+            b.proposer,
+        ):
+            raise CodecError("proposals are not for the same height/round/proposer", path)
+        if a.sign_bytes() == b.sign_bytes():
+            raise CodecError("proposals do not conflict", path)
+        if a.hash >= b.hash:
+            raise CodecError("proposals must be ordered by hash (proposal_a < proposal_b)", path)
+
+    @classmethod
+    def of(cls, a: Proposal, b: Proposal) -> DuplicateProposalEvidence:
+        first, second = (a, b) if a.hash < b.hash else (b, a)
+        ev = cls(first, second)
+        ev._check("")
+        return ev
+
+    @property
+    def validator(self) -> bytes:
+        return self.proposal_a.proposer
+
+    @property
+    def height(self) -> int:
+        return self.proposal_a.height
+
+    def verify(self, chain_id: str, public_key: bytes) -> bool:
+        """True when both proposals are on ``chain_id`` and validly signed by ``public_key``."""
+        return (
+            self.proposal_a.chain_id == chain_id
+            and self.proposal_a.verify(public_key)
+            and self.proposal_b.verify(public_key)
         )

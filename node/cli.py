@@ -13,14 +13,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from node import __version__
+from node.cli_common import CLIError
+from node.cli_model import register as register_model
+from node.cli_node import register_init, register_status, register_testnet
+from node.cli_start import register_start
+from node.cli_tx import register as register_tx
 from node.crypto import KeyFileError, PrivateKey
+
+__all__ = ["COMMANDS", "CLIError", "build_parser", "main"]
 
 NODE_KEY = "node_key.json"
 VALIDATOR_KEY = "validator_key.json"
-
-
-class CLIError(Exception):
-    """A user-facing failure: printed without a traceback, exit status 1."""
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
@@ -94,7 +97,13 @@ def _register_version(sub: argparse._SubParsersAction) -> None:
 
 # Command groups add themselves here (name order is the --help order).
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    register_init,
     _register_keys,
+    register_model,
+    register_start,
+    register_status,
+    register_testnet,
+    register_tx,
     _register_version,
 ]
 

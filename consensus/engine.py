@@ -1,0 +1,216 @@
+"""The engine-neutral event/effect vocabulary and the Engine interface.
+
+Engines are sans-I/O state machines in the style of h11: ``handle(event)`` updates state
+and returns the effects the caller must perform (send bytes, arm a timer, ask the
+application something, commit a block). They never read a clock, open a socket, start a
+thread or draw a random number, so the node, the deterministic simulator and unit tests
+drive the very same code. Types here carry no engine-specific detail: a chain-based
+proof-of-stake engine uses the same events and effects.
+
+Driving an engine (what the node does, and what consensus.sim.network does):
+
+1. Build it with ``consensus.registry.create_engine(genesis_engine_name, EngineConfig(...))``
+   using a ``GuardedSigner`` over a ``FileStateStore`` and, after a restart, the latest
+   ``Checkpoint.data`` as ``recovery``; then feed ``Start()``.
+2. Perform effects in the order returned. App-facing ones (RequestProposal,
+   RequestVerification, CommitBlock) go through ``consensus.app.AppConnector`` (off the
+   event loop) and the events it returns are fed back. Store ``Checkpoint.data``
+   atomically with the block of its height. Arm a timer per ScheduleTimeout and feed
+   TimeoutFired when it expires (stale ones are ignored by the engine). Hand
+   EvidenceFound to the mempool as an evidence transaction.
+3. Feed every consensus message from the network as MessageReceived(peer, bytes).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from consensus.types import Commit, Validator
+from node.codec import Record
+
+if TYPE_CHECKING:
+    from consensus.app import Block
+
+__all__ = [
+    "BlockCommitted",
+    "Broadcast",
+    "Checkpoint",
+    "CommitBlock",
+    "Effect",
+    "Engine",
+    "Event",
+    "EvidenceFound",
+    "MessageReceived",
+    "ProposalReady",
+    "ProposalVerdict",
+    "RequestProposal",
+    "RequestVerification",
+    "ScheduleTimeout",
+    "SendTo",
+    "Start",
+    "TimeoutFired",
+    "TxsAvailable",
+]
+
+# A peer is whatever the transport uses to name a connection (libp2p peer id, sim index).
+Peer = str
+
+
+# ----------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Start:
+    """Begin (or resume after a restart) at the engine's current height."""
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    peer: Peer
+    data: bytes
+
+
+@dataclass(frozen=True)
+class TimeoutFired:
+    kind: str
+    height: int
+    round: int
+
+
+@dataclass(frozen=True)
+class ProposalReady:
+    """The application built the block requested by a RequestProposal."""
+
+    height: int
+    round: int
+    block: Block
+
+
+@dataclass(frozen=True)
+class ProposalVerdict:
+    """The application's process_proposal answer for a RequestVerification."""
+
+    height: int
+    block: Block
+    accepted: bool
+
+
+@dataclass(frozen=True)
+class BlockCommitted:
+    """The application finalized and durably committed the block of ``height``."""
+
+    height: int
+    app_hash: bytes
+    validator_updates: tuple[Validator, ...] = ()
+
+
+@dataclass(frozen=True)
+class TxsAvailable:
+    """The mempool has something to commit (engines that idle between blocks use it)."""
+
+
+Event = (
+    Start
+    | MessageReceived
+    | TimeoutFired
+    | ProposalReady
+    | ProposalVerdict
+    | BlockCommitted
+    | TxsAvailable
+)
+
+
+# ---------------------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """Send ``data`` to every peer (the engine has already processed it itself)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class SendTo:
+    peer: Peer
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ScheduleTimeout:
+    """Deliver TimeoutFired(kind, height, round) after ``duration`` seconds."""
+
+    kind: str
+    height: int
+    round: int
+    duration: float
+
+
+@dataclass(frozen=True)
+class RequestProposal:
+    height: int
+    round: int
+    proposer: bytes
+    last_commit: Commit | None
+
+
+@dataclass(frozen=True)
+class RequestVerification:
+    height: int
+    round: int
+    block: Block
+
+
+@dataclass(frozen=True)
+class CommitBlock:
+    """``block`` is decided at ``height``; ``commit`` is its certificate (next last_commit)."""
+
+    height: int
+    block: Block
+    commit: Commit
+
+
+@dataclass(frozen=True)
+class EvidenceFound:
+    """Proof that a validator equivocated; the ledger turns it into a slashing tx."""
+
+    evidence: Record
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Opaque recovery state to store atomically with the block of ``height``.
+
+    After a crash the engine is rebuilt from the latest checkpoint (see the registry's
+    ``recovery`` argument), so it resumes with the right validator sets.
+    """
+
+    height: int
+    data: bytes
+
+
+Effect = (
+    Broadcast
+    | SendTo
+    | ScheduleTimeout
+    | RequestProposal
+    | RequestVerification
+    | CommitBlock
+    | EvidenceFound
+    | Checkpoint
+)
+
+
+class Engine(ABC):
+    """A consensus engine: feed it events, perform the effects it returns, in order."""
+
+    @property
+    @abstractmethod
+    def height(self) -> int:
+        """The height the engine is currently deciding."""
+
+    @abstractmethod
+    def handle(self, event: Event) -> list[Effect]:
+        """Consume one event. Never raises for bad network input: junk is dropped."""

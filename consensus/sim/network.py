@@ -1,0 +1,454 @@
+"""Discrete-event network that drives real engines under delays, loss, partitions,
+crashes and Byzantine validators, then checks agreement, validity and termination.
+
+Everything random comes from one ``random.Random(seed)``, and events are ordered by
+(time, sequence number), so a seed replays exactly: a failing seed is a reproducible bug
+report.
+
+Byzantine validators are modelled as *clones*: a Byzantine node runs one honest engine per
+audience (a subset of the honest nodes), all signing with its key and no double-sign
+guard. Each clone sees and talks to only its audience (and the same-numbered clones of the
+other Byzantine nodes), so the node as a whole proposes, prevotes and precommits different
+things to different subsets -- the strongest split-brain attack -- while every message is
+still well-formed. On top of that a Byzantine node can withhold messages, sign a
+conflicting twin of every vote and proposal for part of the network, and propose or vote
+for blocks the application rejects.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from consensus.app import AppConnector, Block, PrepareProposalRequest
+from consensus.engine import (
+    Broadcast,
+    Checkpoint,
+    CommitBlock,
+    Effect,
+    Event,
+    EvidenceFound,
+    MessageReceived,
+    ScheduleTimeout,
+    SendTo,
+    Start,
+    TimeoutFired,
+)
+from consensus.privval import GuardedSigner, MemoryStateStore
+from consensus.registry import EngineConfig
+from consensus.sim.app import SimApp, is_valid
+from consensus.tendermint.engine import TendermintEngine, Timeouts
+from consensus.tendermint.messages import Envelope, ProposalMsg, VoteMsg
+from consensus.types import Proposal, Validator, ValidatorSet, Vote, VoteType
+from node.codec import Record, sha256
+from node.crypto import PrivateKey, verify
+
+__all__ = ["ByzSpec", "Crash", "Scenario", "SimResult", "Simulator", "UnguardedSigner", "run"]
+
+
+SIM_TIMEOUTS = Timeouts(
+    propose=1.0,
+    propose_delta=0.5,
+    prevote=0.5,
+    prevote_delta=0.25,
+    precommit=0.5,
+    precommit_delta=0.25,
+    commit=0.0,
+    gossip=0.5,
+)
+
+
+@dataclass(frozen=True)
+class ByzSpec:
+    # One clone per audience (sets of node indices); empty: one clone that talks to all.
+    audiences: tuple[frozenset[int], ...] = ()
+    withhold: float = 0.0
+    equivocate: bool = False
+    invalid_blocks: bool = False
+
+
+@dataclass(frozen=True)
+class Crash:
+    node: int
+    at: float
+    restart_at: float
+
+
+@dataclass(frozen=True)
+class Scenario:
+    seed: int
+    powers: tuple[int, ...]
+    byzantine: Mapping[int, ByzSpec] = field(default_factory=dict)
+    gst: float = 0.0
+    delay: tuple[float, float] = (0.001, 0.05)  # before GST
+    post_gst_delay: float = 0.05  # max delay after GST
+    drop_rate: float = 0.0  # before GST
+    partition: tuple[frozenset[int], ...] = ()  # groups cut off from each other until GST
+    crashes: tuple[Crash, ...] = ()
+    heights_after_gst: int = 3
+    window: float = 120.0  # termination deadline after GST
+    timeouts: Timeouts = SIM_TIMEOUTS
+    # height -> (node index, new power): returned by finalize_block at that height.
+    power_changes: Mapping[int, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    chain_id: str = "sim"
+
+    @property
+    def byzantine_power(self) -> int:
+        return sum(self.powers[i] for i in self.byzantine)
+
+
+@dataclass
+class SimResult:
+    scenario: Scenario
+    agreement_violations: list[int]
+    validity_violations: list[tuple[int, int]]
+    terminated: bool
+    max_height: int
+    sim_time: float
+    evidence: list[Record]
+    commits: dict[int, dict[int, bytes]]
+    # node -> height -> simulated time of the commit
+    commit_times: dict[int, dict[int, float]]
+    # highest round any honest engine was in when the network stabilised
+    round_at_gst: int
+
+    @property
+    def safe(self) -> bool:
+        return not self.agreement_violations and not self.validity_violations
+
+    @property
+    def ok(self) -> bool:
+        return self.safe and self.terminated
+
+
+class UnguardedSigner:
+    """A Byzantine validator's key: signs anything, remembers nothing."""
+
+    def __init__(self, key: PrivateKey) -> None:
+        self.key = key
+        self.public_key = key.public_key
+        self.address = key.address
+
+    def sign_vote(
+        self,
+        chain_id: str,
+        height: int,
+        round: int,
+        type: VoteType,
+        block_hash: bytes,
+        lock_payload: bytes = b"",
+    ) -> Vote:
+        v = Vote(chain_id, height, round, int(type), block_hash, self.address, b"\0" * 64)
+        return v.replace(signature=self.key.sign(v.sign_bytes()))
+
+    def sign_proposal(
+        self, chain_id: str, height: int, round: int, pol_round: int, block_hash: bytes
+    ) -> Proposal:
+        p = Proposal(chain_id, height, round, pol_round, block_hash, self.address, b"\0" * 64)
+        return p.replace(signature=self.key.sign(p.sign_bytes()))
+
+    def lock(self, height: int) -> tuple[int, bytes, bytes] | None:
+        return None
+
+    def last_round(self, height: int) -> int | None:
+        return None
+
+    def recent_votes(self, chain_id: str, height: int) -> list[Vote]:
+        return []
+
+
+class _Endpoint:
+    """One running engine: an honest node, or one clone of a Byzantine node."""
+
+    def __init__(self, index: int, node: int, clone: int, audience: frozenset[int]) -> None:
+        self.index = index
+        self.node = node
+        self.clone = clone
+        self.audience = audience
+        self.peer = f"{node}" if clone == 0 else f"{node}.{clone}"
+        self.engine: TendermintEngine
+        self.app: SimApp
+        self.connector: AppConnector
+        self.recipients: list[int] = []
+
+
+class Simulator:
+    def __init__(self, scenario: Scenario) -> None:
+        self.sc = scenario
+        self.rng = random.Random(scenario.seed)
+        n = len(scenario.powers)
+        self.keys = [PrivateKey.from_secret(f"sim-validator-{i}") for i in range(n)]
+        self.genesis = ValidatorSet.of(
+            [Validator(k.public_key, p) for k, p in zip(self.keys, scenario.powers, strict=True)]
+        )
+        self.changes = {
+            h: tuple(Validator(self.keys[i].public_key, p) for i, p in ch)
+            for h, ch in scenario.power_changes.items()
+        }
+        self._memo: dict[tuple[bytes, bytes, bytes], bool] = {}
+        self.now = 0.0
+        self._queue: list[tuple[float, int, str, Any]] = []
+        self._seq = 0
+        self.up = [True] * n
+        self.incarnation = [0] * n
+        self.stores = [MemoryStateStore() for _ in range(n)]
+        self.disk: list[bytes | None] = [None] * n
+        self.commits: dict[int, dict[int, bytes]] = {i: {} for i in range(n)}
+        self.commit_times: dict[int, dict[int, float]] = {i: {} for i in range(n)}
+        self.round_at_gst = 0
+        self.blocks: dict[tuple[int, int], Block] = {}
+        self.evidence: list[Record] = []
+        honest = [i for i in range(n) if i not in scenario.byzantine]
+        self.honest = honest
+        self.endpoints: list[_Endpoint] = []
+        self.by_peer: dict[str, int] = {}
+        everyone = frozenset(range(n))
+        for i in range(n):
+            spec = scenario.byzantine.get(i)
+            audiences = (spec.audiences or (everyone,)) if spec else (everyone,)
+            for c, aud in enumerate(audiences):
+                ep = _Endpoint(len(self.endpoints), i, c, aud)
+                self.endpoints.append(ep)
+                self.by_peer[ep.peer] = ep.index
+                ep.app = SimApp(
+                    ep.peer,
+                    self.changes,
+                    propose_invalid=bool(spec and spec.invalid_blocks),
+                    accept_all=bool(spec and spec.invalid_blocks),
+                )
+                ep.connector = AppConnector(ep.app)
+                self._boot(ep)
+        for a in self.endpoints:
+            a.recipients = [b.index for b in self.endpoints if b is not a and self._link(a, b)]
+
+    # ------------------------------------------------------------------ topology
+
+    def _link(self, a: _Endpoint, b: _Endpoint) -> bool:
+        byz = self.sc.byzantine
+        if a.node == b.node:
+            return False
+        if a.node not in byz and b.node not in byz:
+            return True
+        if a.node in byz and b.node in byz:
+            return (
+                a.clone == b.clone
+                or len(a.audience) == len(self.sc.powers)
+                or len(b.audience) == len(self.sc.powers)
+            )
+        return b.node in a.audience if a.node in byz else a.node in b.audience
+
+    def _verify(self, public_key: bytes, signature: bytes, message: bytes) -> bool:
+        # Verification is a pure function; n engines in one process check the same votes.
+        k = (public_key, signature, message)
+        r = self._memo.get(k)
+        if r is None:
+            if len(self._memo) > 200_000:
+                self._memo.clear()
+            r = self._memo[k] = verify(public_key, signature, message)
+        return r
+
+    def _boot(self, ep: _Endpoint) -> None:
+        byz = ep.node in self.sc.byzantine
+        signer: Any = (
+            UnguardedSigner(self.keys[ep.node])
+            if byz
+            else GuardedSigner(self.keys[ep.node], self.stores[ep.node])
+        )
+        t = self.sc.timeouts
+        options = {f"timeout_{k}": getattr(t, k) for k in t.__dataclass_fields__}
+        ep.engine = TendermintEngine(
+            EngineConfig(
+                self.sc.chain_id,
+                signer,
+                self.genesis,
+                recovery=None if byz else self.disk[ep.node],
+                options=options,
+                verifier=self._verify,
+            )
+        )
+
+    # ------------------------------------------------------------------ event queue
+
+    def _push(self, t: float, kind: str, payload: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (t, self._seq, kind, payload))
+
+    def _delay(self) -> float | None:
+        """Delay for one message sent now, or None when it is lost."""
+        sc = self.sc
+        if self.now < sc.gst:
+            if self.rng.random() < sc.drop_rate:
+                return None
+            return self.rng.uniform(*sc.delay)
+        return self.rng.uniform(sc.delay[0], max(sc.delay[0], sc.post_gst_delay))
+
+    def _partitioned(self, a: int, b: int) -> bool:
+        if self.now >= self.sc.gst or not self.sc.partition:
+            return False
+        return not any(a in g and b in g for g in self.sc.partition)
+
+    def _send(self, src: _Endpoint, dst: int, data: bytes) -> None:
+        d = self.endpoints[dst]
+        if self._partitioned(src.node, d.node):
+            return
+        spec = self.sc.byzantine.get(src.node)
+        if spec is not None and spec.withhold and self.rng.random() < spec.withhold:
+            return
+        delay = self._delay()
+        if delay is None:
+            return
+        self._push(self.now + delay, "msg", (dst, src.peer, data, self.incarnation[d.node]))
+
+    # ------------------------------------------------------------------ effects
+
+    def _run(self, ep: _Endpoint, event: Event) -> None:
+        work: list[Event] = [event]
+        while work:
+            effects = ep.engine.handle(work.pop(0))
+            for eff in effects:
+                work.extend(self._effect(ep, eff))
+
+    def _effect(self, ep: _Endpoint, eff: Effect) -> list[Event]:
+        if isinstance(eff, Broadcast):
+            self._broadcast(ep, eff.data)
+        elif isinstance(eff, SendTo):
+            dst = self.by_peer.get(eff.peer)
+            if dst is not None:
+                self._send(ep, dst, eff.data)
+        elif isinstance(eff, ScheduleTimeout):
+            ev = TimeoutFired(eff.kind, eff.height, eff.round)
+            self._push(
+                self.now + eff.duration, "timeout", (ep.index, ev, self.incarnation[ep.node])
+            )
+        elif isinstance(eff, Checkpoint):
+            if ep.node not in self.sc.byzantine:
+                self.disk[ep.node] = eff.data
+        elif isinstance(eff, EvidenceFound):
+            if ep.node not in self.sc.byzantine:
+                self.evidence.append(eff.evidence)
+        else:
+            if isinstance(eff, CommitBlock) and ep.node not in self.sc.byzantine:
+                self.commits[ep.node][eff.height] = eff.block.hash
+                self.commit_times[ep.node][eff.height] = self.now
+                self.blocks[(ep.node, eff.height)] = eff.block
+            return ep.connector.execute(eff, int(self.now * 1000))
+        return []
+
+    def _broadcast(self, ep: _Endpoint, data: bytes) -> None:
+        spec = self.sc.byzantine.get(ep.node)
+        twin = self._twin(ep, data) if spec is not None and spec.equivocate else None
+        for dst in ep.recipients:
+            if twin is None:
+                self._send(ep, dst, data)
+                continue
+            x = self.rng.random()
+            if x < 0.4:
+                self._send(ep, dst, data)
+            elif x < 0.8:
+                self._send(ep, dst, twin)
+            else:
+                self._send(ep, dst, data)
+                self._send(ep, dst, twin)
+
+    def _twin(self, ep: _Endpoint, data: bytes) -> bytes | None:
+        """A conflicting message signed by the same Byzantine key."""
+        msg = Envelope.decode(data).msg
+        key = self.keys[ep.node]
+        if isinstance(msg, VoteMsg):
+            v = msg.vote
+            other = b"" if v.block_hash else sha256(b"twin" + v.sign_bytes())
+            t = v.replace(block_hash=other)
+            return Envelope(VoteMsg(t.replace(signature=key.sign(t.sign_bytes())))).encode()
+        if isinstance(msg, ProposalMsg):
+            p = msg.proposal
+            block = ep.app.prepare_proposal(
+                PrepareProposalRequest(p.height, p.round, p.proposer, None, 0)
+            )
+            q = p.replace(block_hash=block.hash, pol_round=0)
+            q = q.replace(signature=key.sign(q.sign_bytes()))
+            return Envelope(ProposalMsg(q, block.data)).encode()
+        return None
+
+    # ------------------------------------------------------------------ main loop
+
+    def honest_height(self, i: int) -> int:
+        return max(self.commits[i], default=0)
+
+    def run(self) -> SimResult:
+        sc = self.sc
+        for c in sc.crashes:
+            self._push(c.at, "crash", c.node)
+            self._push(c.restart_at, "restart", c.node)
+        self._push(sc.gst, "gst", None)
+        for ep in self.endpoints:
+            self._run(ep, Start())
+        deadline = sc.gst + sc.window
+        target: int | None = None
+        terminated = False
+        while self._queue:
+            t, _, kind, payload = heapq.heappop(self._queue)
+            if t > deadline:
+                self.now = deadline
+                break
+            self.now = t
+            if kind == "msg":
+                dst, src, data, inc = payload
+                ep = self.endpoints[dst]
+                if self.up[ep.node] and inc == self.incarnation[ep.node]:
+                    self._run(ep, MessageReceived(src, data))
+            elif kind == "timeout":
+                idx, ev, inc = payload
+                ep = self.endpoints[idx]
+                if self.up[ep.node] and inc == self.incarnation[ep.node]:
+                    self._run(ep, ev)
+            elif kind == "crash":
+                self.up[payload] = False
+                self.incarnation[payload] += 1
+            elif kind == "restart":
+                node = payload
+                self.up[node] = True
+                for ep in self.endpoints:
+                    if ep.node == node:
+                        self._boot(ep)
+                        self._run(ep, Start())
+            elif kind == "gst":
+                target = max(self.honest_height(i) for i in self.honest) + sc.heights_after_gst
+                self.round_at_gst = max(
+                    ep.engine.round for ep in self.endpoints if ep.node not in sc.byzantine
+                )
+            if target is not None and all(self.honest_height(i) >= target for i in self.honest):
+                terminated = True
+                break
+        return self._result(terminated)
+
+    def _result(self, terminated: bool) -> SimResult:
+        agreement: list[int] = []
+        validity: list[tuple[int, int]] = []
+        heights = sorted({h for i in self.honest for h in self.commits[i]})
+        for h in heights:
+            values = {self.commits[i][h] for i in self.honest if h in self.commits[i]}
+            if len(values) > 1:
+                agreement.append(h)
+        for i in self.honest:
+            for h in self.commits[i]:
+                if not is_valid(h, self.blocks[(i, h)]):
+                    validity.append((i, h))
+        return SimResult(
+            self.sc,
+            agreement,
+            validity,
+            terminated,
+            max((self.honest_height(i) for i in self.honest), default=0),
+            self.now,
+            self.evidence,
+            self.commits,
+            self.commit_times,
+            self.round_at_gst,
+        )
+
+
+def run(scenario: Scenario) -> SimResult:
+    return Simulator(scenario).run()

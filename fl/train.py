@@ -1,0 +1,208 @@
+"""Local training and evaluation on uint8 MNIST tensors.
+
+Speed matters (a node trains every round, and simulations train ten nodes per round on two
+cores), so the loop is minimal: indices are shuffled once per epoch, each batch is gathered
+from the uint8 tensor and normalized in place, and no DataLoader or per-sample Python runs.
+Torch threads are set per call (default 1) so many node workers can share a machine
+without oversubscribing it: on a busy 2-core host two intra-op threads per process were
+measured 3x slower than one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from fl.models import Params, build_model, get_params, set_params
+
+__all__ = [
+    "MNIST_MEAN",
+    "MNIST_STD",
+    "TrainConfig",
+    "TrainError",
+    "TrainResult",
+    "evaluate",
+    "lr_at",
+    "normalize",
+    "params_delta",
+    "resolve_device",
+    "train_local",
+]
+
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+
+class TrainError(ValueError):
+    """A training configuration is invalid."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local training hyper-parameters; ``lr_schedule`` is applied across FL rounds.
+
+    ``lr_schedule``: ``constant``, ``cosine`` (to 0 over ``total_rounds``) or
+    ``exp:<gamma>`` (``lr * gamma**round``).
+    """
+
+    epochs: int = 1
+    batch_size: int = 32
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    total_rounds: int = 1
+    threads: int = 1
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.threads < 1:
+            raise TrainError("epochs, batch_size and threads must be >= 1")
+        if self.optimizer not in ("sgd", "adam"):
+            raise TrainError(f"optimizer must be sgd or adam, got {self.optimizer!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise TrainError(f"lr must be positive, got {self.lr}")
+        lr_at(self, 0)  # validates the schedule string
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    params: Params
+    num_samples: int
+    steps: int
+    mean_loss: float
+
+
+def lr_at(cfg: TrainConfig, round_: int) -> float:
+    """The learning rate for FL round ``round_`` under ``cfg.lr_schedule``."""
+    kind, _, arg = cfg.lr_schedule.partition(":")
+    if kind == "constant" and not arg:
+        return cfg.lr
+    if kind == "cosine" and not arg:
+        frac = min(round_, cfg.total_rounds) / max(cfg.total_rounds, 1)
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+    if kind == "exp":
+        try:
+            gamma = float(arg)
+        except ValueError:
+            gamma = -1.0
+        if 0.0 < gamma <= 1.0:
+            return cfg.lr * gamma**round_
+    raise TrainError(
+        f"lr_schedule must be constant, cosine or exp:<gamma>, got {cfg.lr_schedule!r}"
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise TrainError(f"unknown device {name!r}") from e
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[B, 28, 28]`` -> normalized float32 ``[B, 1, 28, 28]``."""
+    x = images.unsqueeze(1).to(torch.float32)
+    return x.mul_(1.0 / (255.0 * MNIST_STD)).sub_(MNIST_MEAN / MNIST_STD)
+
+
+def _optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+
+
+def train_local(
+    arch: str,
+    params: Params,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    round_: int = 0,
+    model: nn.Module | None = None,
+) -> TrainResult:
+    """Train ``cfg.epochs`` epochs from ``params`` on ``(images, labels)``; return new params.
+
+    ``images``/``labels`` are the node's own samples (uint8 / int64). ``seed`` fixes the
+    batch order. Pass a reusable ``model`` of the same architecture to skip construction.
+    """
+    if len(images) != len(labels) or len(images) == 0:
+        raise TrainError(f"need matching non-empty data, got {len(images)}/{len(labels)}")
+    device = resolve_device(cfg.device)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        if model is None:
+            model = build_model(arch, params)
+        else:
+            set_params(model, params)
+        model.to(device).train()
+        opt = _optimizer(cfg, model, lr_at(cfg, round_))
+        gen = torch.Generator().manual_seed(seed)
+        x_all, y_all = images.to(device), labels.to(device)
+        n = len(images)
+        steps, loss_sum = 0, torch.zeros((), device=device)
+        for _ in range(cfg.epochs):
+            order = torch.randperm(n, generator=gen).to(device)
+            for start in range(0, n, cfg.batch_size):
+                idx = order[start : start + cfg.batch_size]
+                loss = nn.functional.cross_entropy(model(normalize(x_all[idx])), y_all[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_sum += loss.detach()
+                steps += 1
+        new = get_params(model)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return TrainResult(new, n, steps, float(loss_sum.item()) / max(steps, 1))
+
+
+def evaluate(
+    arch: str,
+    params: Params,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int = 2000,
+    threads: int | None = None,
+    device: str = "auto",
+    model: nn.Module | None = None,
+) -> float:
+    """Top-1 accuracy of ``params`` on ``(images, labels)``, in [0, 1]."""
+    dev = resolve_device(device)
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        if model is None:
+            model = build_model(arch, params)
+        else:
+            set_params(model, params)
+        model.to(dev).eval()
+        correct = 0
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                xb = normalize(images[start : start + batch_size].to(dev))
+                pred = model(xb).argmax(1)
+                correct += int((pred == labels[start : start + batch_size].to(dev)).sum())
+    finally:
+        torch.set_num_threads(previous_threads)
+    return correct / max(len(images), 1)
+
+
+def params_delta(new: Params, base: Params) -> Params:
+    """``new - base`` per tensor (float32), the payload of an update."""
+    return {k: (new[k] - base[k]).astype(np.float32) for k in base}

@@ -1,0 +1,267 @@
+"""``config.toml``: one node's local settings, parsed into a typed, validated ``Config``.
+
+Everything that must be the same on every node lives in ``genesis.json``; this file holds
+only what may differ between nodes (addresses, peers, the trainer's data and threads).
+The file is read with the standard library's ``tomllib`` and written from ``TEMPLATE``,
+a commented template, so a freshly initialised home documents itself. Unknown keys are
+errors rather than ignored: a misspelt ``persistent_peer`` would otherwise silently leave
+a node isolated. Every error is a ``ConfigError`` naming the offending key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.p2p.multiaddr import Multiaddr, MultiaddrError
+
+__all__ = [
+    "DEFAULT_P2P_PORT",
+    "DEFAULT_RPC_PORT",
+    "TEMPLATE",
+    "Config",
+    "ConfigError",
+    "FLConfig",
+    "P2PConfig",
+    "RPCConfig",
+    "load_config",
+    "parse_config",
+    "parse_host_port",
+    "render_config",
+]
+
+DEFAULT_P2P_PORT = 26656
+DEFAULT_RPC_PORT = 26657
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """config.toml is unreadable or a value is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class P2PConfig:
+    listen: str = f"/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}"
+    # The address other nodes should dial (behind NAT or in docker); empty: the listen addr.
+    external: str = ""
+    bootstrap: tuple[str, ...] = ()
+    persistent_peers: tuple[str, ...] = ()
+    max_peers: int = 50
+
+
+@dataclass(frozen=True)
+class RPCConfig:
+    listen: str = f"127.0.0.1:{DEFAULT_RPC_PORT}"
+    max_body_bytes: int = 1 << 20  # POST /txs bodies larger than this get 413
+
+
+@dataclass(frozen=True)
+class FLConfig:
+    trainer: bool = True  # train and publish model updates when listed as a trainer
+    data_dir: str = ""  # MNIST directory; empty: $FEDCHAIN_DATA_DIR or the user cache
+    torch_threads: int = 1
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class Config:
+    moniker: str = "node"
+    log_level: str = "info"
+    data_dir: str = "data"  # relative paths are relative to the home directory
+    p2p: P2PConfig = field(default_factory=P2PConfig)
+    rpc: RPCConfig = field(default_factory=RPCConfig)
+    fl: FLConfig = field(default_factory=FLConfig)
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first invalid key."""
+        if not self.moniker or len(self.moniker) > 64 or not self.moniker.isprintable():
+            raise ConfigError("moniker: must be 1 to 64 printable characters")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level: {self.log_level!r} is not one of {LOG_LEVELS}")
+        if not self.data_dir:
+            raise ConfigError("data_dir: must not be empty")
+        p = self.p2p
+        _tcp_multiaddr("p2p.listen", p.listen, peer=False)
+        if p.external:
+            _tcp_multiaddr("p2p.external", p.external, peer=False)
+        for key in ("bootstrap", "persistent_peers"):
+            for i, a in enumerate(getattr(p, key)):
+                _tcp_multiaddr(f"p2p.{key}[{i}]", a, peer=True)
+        if not 1 <= p.max_peers <= 10_000:
+            raise ConfigError("p2p.max_peers: must be between 1 and 10000")
+        parse_host_port(self.rpc.listen, key="rpc.listen")
+        if not 1024 <= self.rpc.max_body_bytes <= 64 << 20:
+            raise ConfigError("rpc.max_body_bytes: must be between 1024 and 67108864")
+        if not 1 <= self.fl.torch_threads <= 256:
+            raise ConfigError("fl.torch_threads: must be between 1 and 256")
+        dev = self.fl.device
+        if dev not in ("auto", "cpu", "mps", "cuda") and not (
+            dev.startswith("cuda:") and dev[5:].isdigit()
+        ):
+            raise ConfigError(f"fl.device: {dev!r} is not auto, cpu, mps, cuda or cuda:N")
+
+    def data_path(self, home: Path) -> Path:
+        return Path(home) / self.data_dir
+
+    def rpc_url(self) -> str:
+        """The URL a local client uses to reach this node's RPC (0.0.0.0 -> loopback)."""
+        host, port = parse_host_port(self.rpc.listen)
+        if host in ("0.0.0.0", "", "::"):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+
+
+def _tcp_multiaddr(key: str, text: str, *, peer: bool) -> Multiaddr:
+    try:
+        ma = Multiaddr.parse(text)
+        ma.tcp_endpoint()
+    except MultiaddrError as e:
+        raise ConfigError(f"{key}: {e}") from e
+    if peer and ma.peer_id is None:
+        raise ConfigError(f"{key}: {text!r} lacks the /p2p/<peer id> suffix")
+    if not peer and ma.peer_id is not None:
+        raise ConfigError(f"{key}: a listen or external address takes no /p2p/ suffix")
+    return ma
+
+
+def parse_host_port(text: str, *, key: str = "address") -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) -> (host, port); ConfigError naming ``key``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{key}: {text!r} is not host:port with a port from 0 to 65535")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _build(cls: type[Any], doc: dict[str, Any], prefix: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in doc.items():
+        path = f"{prefix}{key}"
+        f = fields.get(key)
+        if f is None:
+            raise ConfigError(f"{path}: unknown key (known: {', '.join(sorted(fields))})")
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: expected a table [{path}]")
+            kwargs[key] = _build(type(default), value, f"{path}.")
+        elif isinstance(default, tuple):
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise ConfigError(f"{path}: expected an array of strings")
+            kwargs[key] = tuple(value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{path}: expected true or false")
+            kwargs[key] = value
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{path}: expected an integer")
+            kwargs[key] = value
+        else:
+            if not isinstance(value, str):
+                raise ConfigError(f"{path}: expected a string")
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def parse_config(text: str, *, source: str = "config.toml") -> Config:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from e
+    cfg = _build(Config, doc, "")
+    assert isinstance(cfg, Config)
+    try:
+        cfg.validate()
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from e
+    return cfg
+
+
+def load_config(path: Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError as e:
+        raise ConfigError(f"no config file at {path} (run `fedchain init`)") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from e
+    try:
+        return parse_config(text, source=str(path))
+    except ConfigError as e:
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from e
+
+
+# --------------------------------------------------------------------------- writing
+
+TEMPLATE = """\
+# fedchain node configuration. Settings shared by the whole network live in genesis.json.
+
+# A human-readable name for this node (shown by `fedchain status` and the RPC).
+moniker = {moniker}
+# debug | info | warning | error
+log_level = {log_level}
+# Block store, state and blobs; relative to the home directory.
+data_dir = {data_dir}
+
+[p2p]
+# The multiaddr to listen on for libp2p connections.
+listen = {p2p_listen}
+# The address other nodes should dial (e.g. behind NAT); empty: the listen address.
+external = {p2p_external}
+# Peers dialled once at start to discover the network: /ip4/HOST/tcp/PORT/p2p/PEERID.
+bootstrap = {p2p_bootstrap}
+# Peers this node keeps connected to, redialling with backoff.
+persistent_peers = {p2p_persistent_peers}
+max_peers = {p2p_max_peers}
+
+[rpc]
+# host:port of the HTTP RPC; keep it on 127.0.0.1 unless a proxy guards it.
+listen = {rpc_listen}
+# Largest accepted POST body in bytes.
+max_body_bytes = {rpc_max_body_bytes}
+
+[fl]
+# Train and publish model updates when this node is a trainer in genesis or by stake.
+trainer = {fl_trainer}
+# Directory with the four MNIST IDX files; empty: $FEDCHAIN_DATA_DIR or the user cache.
+data_dir = {fl_data_dir}
+torch_threads = {fl_torch_threads}
+# auto | cpu | cuda | cuda:N | mps
+device = {fl_device}
+"""
+
+
+def _toml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, tuple):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    # A JSON string literal is a valid TOML basic string for printable text.
+    return json.dumps(str(v))
+
+
+def render_config(cfg: Config) -> str:
+    """The documented TOML for ``cfg``; ``parse_config(render_config(c)) == c``."""
+    cfg.validate()
+    values: dict[str, str] = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            for sf in dataclasses.fields(v):
+                values[f"{f.name}_{sf.name}"] = _toml(getattr(v, sf.name))
+        else:
+            values[f.name] = _toml(v)
+    return TEMPLATE.format(**values)

@@ -1,0 +1,1 @@
+"""The ledger: transactions, blocks, genesis and the deterministic state machine."""

@@ -1,0 +1,84 @@
+"""Prometheus metrics of one node, on a registry of its own.
+
+Each node gets its own ``CollectorRegistry`` rather than prometheus-client's global one:
+tests, simulators and ``fedchain testnet`` run several nodes in one process, and the
+global registry refuses a second metric of the same name. The daemon updates these
+objects; ``GET /metrics`` renders ``NodeMetrics.render()``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+__all__ = ["CONTENT_TYPE", "NodeMetrics"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Rounds take seconds to minutes (training); blocks take around a second.
+_ROUND_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, float("inf"))
+_BLOCK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, float("inf"))
+
+
+class NodeMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        ns = "fedchain"
+        self.height = Gauge("height", "Latest committed block height", namespace=ns, registry=r)
+        self.fl_round = Gauge("fl_round", "Current FL round", namespace=ns, registry=r)
+        self.test_accuracy = Gauge(
+            "test_accuracy",
+            "This node's test accuracy of the latest global model (0..1)",
+            namespace=ns,
+            registry=r,
+        )
+        self.peers = Gauge("peers", "Connected peers", namespace=ns, registry=r)
+        self.mempool_txs = Gauge("mempool_txs", "Pending transactions", namespace=ns, registry=r)
+        self.mempool_bytes = Gauge(
+            "mempool_bytes", "Bytes of pending transactions", namespace=ns, registry=r
+        )
+        self.mempool_added = Counter(
+            "mempool_added", "Transactions admitted to the mempool", namespace=ns, registry=r
+        )
+        self.mempool_rejected = Counter(
+            "mempool_rejected",
+            "Transactions refused by the mempool, by reason",
+            ["reason"],
+            namespace=ns,
+            registry=r,
+        )
+        self.gossip_messages = Counter(
+            "gossip_messages",
+            "Gossip messages by topic and direction (in|out)",
+            ["topic", "direction"],
+            namespace=ns,
+            registry=r,
+        )
+        self.gossip_bytes = Counter(
+            "gossip_bytes",
+            "Gossip payload bytes by topic and direction (in|out)",
+            ["topic", "direction"],
+            namespace=ns,
+            registry=r,
+        )
+        self.txs_committed = Counter(
+            "txs_committed", "Transactions in committed blocks", namespace=ns, registry=r
+        )
+        self.round_seconds = Histogram(
+            "round_seconds",
+            "Wall time of a completed FL round",
+            namespace=ns,
+            registry=r,
+            buckets=_ROUND_BUCKETS,
+        )
+        self.block_seconds = Histogram(
+            "block_seconds",
+            "Time between consecutive committed blocks",
+            namespace=ns,
+            registry=r,
+            buckets=_BLOCK_BUCKETS,
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

@@ -1,0 +1,223 @@
+"""Bytes <-> RPC dataclasses for GossipSub, via the generated protobuf (node.p2p.pb.rpc_pb2).
+
+Decoding is the trust boundary: every failure, whatever the protobuf runtime raises for a
+malformed buffer, becomes RPCDecodeError, and sizes and counts are bounded before the router
+sees anything. Encoding serialises each Message once (cached on the dataclass) and splices
+it into per-peer RPCs as a length-delimited field 2, which protobuf defines as equivalent
+to serialising the whole RPC, so flooding a 100 KB message to twelve peers costs one
+serialisation, not twelve.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import DecodeError
+
+from node.p2p.gossipsub.messages import RPC, IHave, Message, PeerInfo, Prune, SubOpt
+from node.p2p.gossipsub.params import DEFAULT_MAX_MESSAGE_SIZE
+from node.p2p.pb import rpc_pb2
+from node.p2p.varint import encode_uvarint
+
+# Envelope overhead on top of the largest message payload (from, seqno, signature, key, topic).
+RPC_OVERHEAD = 64 * 1024
+MAX_TOPIC_LEN = 1024
+MAX_ID_LEN = 256
+MAX_CONTROL_ENTRIES = 20_000  # IHAVE/IWANT IDs, GRAFT/PRUNE topics, PX peers, per RPC
+MAX_SUBSCRIPTIONS = 5_000
+
+
+class RPCDecodeError(ValueError):
+    """An RPC from the network is malformed or exceeds a limit; the sender misbehaved."""
+
+
+def max_rpc_size(max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> int:
+    return max_message_size + RPC_OVERHEAD
+
+
+def message_to_pb(msg: Message, *, for_signing: bool = False) -> rpc_pb2.Message:
+    m = rpc_pb2.Message()
+    if msg.from_ is not None:
+        setattr(m, "from", msg.from_)
+    m.data = msg.data
+    if msg.seqno is not None:
+        m.seqno = msg.seqno
+    m.topic = msg.topic
+    if not for_signing:
+        if msg.signature is not None:
+            m.signature = msg.signature
+        if msg.key is not None:
+            m.key = msg.key
+    return m
+
+
+def _field_bytes(tag: int, value: bytes | memoryview) -> list[bytes | memoryview]:
+    return [bytes([tag]), encode_uvarint(len(value)), value]
+
+
+def signed_field_parts(msg: Message) -> list[bytes | memoryview]:
+    """The protobuf encoding of fields 1-4 (from, data, seqno, topic) as pieces to join.
+
+    This is byte for byte what deterministic serialisation of a Message holding only those
+    fields produces (proto2 fields in field-number order, each tag + length + bytes; the
+    tests check it against the protobuf runtime). Returning pieces lets the signature
+    payload and the wire encoding each be built with one copy of a large ``data``.
+    """
+    parts: list[bytes | memoryview] = []
+    if msg.from_ is not None:
+        parts += _field_bytes(0x0A, msg.from_)
+    parts += _field_bytes(0x12, msg.data)
+    if msg.seqno is not None:
+        parts += _field_bytes(0x1A, msg.seqno)
+    parts += _field_bytes(0x22, msg.topic.encode())
+    return parts
+
+
+def trailer_parts(msg: Message) -> list[bytes | memoryview]:
+    """The encoding of fields 5-6 (signature, key), which follow the signed fields."""
+    parts: list[bytes | memoryview] = []
+    if msg.signature is not None:
+        parts += _field_bytes(0x2A, msg.signature)
+    if msg.key is not None:
+        parts += _field_bytes(0x32, msg.key)
+    return parts
+
+
+def encode_message(msg: Message) -> bytes | memoryview:
+    """The wire encoding of a message, computed once and cached on it (signing and
+    verification leave it there already, see signing.py)."""
+    if msg.raw is None:
+        msg.raw = b"".join(signed_field_parts(msg) + trailer_parts(msg))
+    return msg.raw
+
+
+def encode_rpc(rpc: RPC) -> bytes:
+    return b"".join(_rpc_parts(rpc))
+
+
+def encode_rpc_framed(rpc: RPC) -> bytes:
+    """The RPC with its varint length prefix, as written on a stream, in a single copy."""
+    parts = _rpc_parts(rpc)
+    total = sum(len(p) for p in parts)
+    parts.insert(0, encode_uvarint(total))
+    return b"".join(parts)
+
+
+def _rpc_parts(rpc: RPC) -> list[bytes | memoryview]:
+    pb = rpc_pb2.RPC()
+    for s in rpc.subscriptions:
+        pb.subscriptions.add(subscribe=s.subscribe, topicid=s.topic)
+    if rpc.has_control():
+        c = pb.control
+        for ih in rpc.ihave:
+            c.ihave.add(topicID=ih.topic, messageIDs=ih.message_ids)
+        if rpc.iwant:
+            c.iwant.add(messageIDs=rpc.iwant)
+        for t in rpc.graft:
+            c.graft.add(topicID=t)
+        for pr in rpc.prune:
+            e = c.prune.add(topicID=pr.topic)
+            for info in pr.peers:
+                pi = e.peers.add(peerID=info.peer_id)
+                if info.signed_peer_record is not None:
+                    pi.signedPeerRecord = info.signed_peer_record
+            if pr.backoff is not None:
+                e.backoff = pr.backoff
+        if rpc.idontwant:
+            c.idontwant.add(messageIDs=rpc.idontwant)
+    parts: list[bytes | memoryview] = [pb.SerializeToString(deterministic=True)]
+    for msg in rpc.publish:
+        parts += _field_bytes(0x12, encode_message(msg))
+    return parts
+
+
+def _topic(value: str, what: str) -> str:
+    if not value or len(value) > MAX_TOPIC_LEN:
+        raise RPCDecodeError(f"{what}: topic empty or longer than {MAX_TOPIC_LEN}")
+    return value
+
+
+def _ids(values: list[bytes], what: str) -> list[bytes]:
+    for v in values:
+        if len(v) > MAX_ID_LEN:
+            raise RPCDecodeError(f"{what}: message ID longer than {MAX_ID_LEN} bytes")
+    return list(values)
+
+
+def decode_rpc(data: bytes, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> RPC:
+    """Parse and bound one RPC; raises RPCDecodeError and nothing else."""
+    if len(data) > max_rpc_size(max_message_size):
+        raise RPCDecodeError(f"RPC of {len(data)} bytes exceeds the limit")
+    try:
+        pb = rpc_pb2.RPC.FromString(data)
+        return _convert(pb, max_message_size)
+    except RPCDecodeError:
+        raise
+    except (DecodeError, ValueError, TypeError, UnicodeError, RuntimeError) as e:
+        raise RPCDecodeError(f"malformed RPC protobuf: {e}") from e
+
+
+def _convert(pb: rpc_pb2.RPC, max_message_size: int) -> RPC:
+    if len(pb.subscriptions) > MAX_SUBSCRIPTIONS:
+        raise RPCDecodeError("too many subscriptions in one RPC")
+    out = RPC()
+    for s in pb.subscriptions:
+        if not s.HasField("topicid"):
+            raise RPCDecodeError("subscription without topic")
+        out.subscriptions.append(SubOpt(bool(s.subscribe), _topic(s.topicid, "subscription")))
+    for m in pb.publish:
+        if not m.HasField("topic"):
+            raise RPCDecodeError("message without topic")
+        if len(m.data) > max_message_size:
+            raise RPCDecodeError(f"message of {len(m.data)} bytes exceeds {max_message_size}")
+        out.publish.append(
+            Message(
+                topic=_topic(m.topic, "message"),
+                data=m.data,
+                from_=getattr(m, "from") if m.HasField("from") else None,
+                seqno=m.seqno if m.HasField("seqno") else None,
+                signature=m.signature if m.HasField("signature") else None,
+                key=m.key if m.HasField("key") else None,
+            )
+        )
+    if pb.HasField("control"):
+        c = pb.control
+        n = 0
+        for ih in c.ihave:
+            n += 1 + len(ih.messageIDs)
+            if n > MAX_CONTROL_ENTRIES:
+                raise RPCDecodeError("too many control entries")
+            out.ihave.append(IHave(_topic(ih.topicID, "IHAVE"), _ids(list(ih.messageIDs), "IHAVE")))
+        for iw in c.iwant:
+            n += len(iw.messageIDs)
+            if n > MAX_CONTROL_ENTRIES:
+                raise RPCDecodeError("too many control entries")
+            out.iwant.extend(_ids(list(iw.messageIDs), "IWANT"))
+        for g in c.graft:
+            n += 1
+            out.graft.append(_topic(g.topicID, "GRAFT"))
+        for pr in c.prune:
+            n += 1 + len(pr.peers)
+            if n > MAX_CONTROL_ENTRIES:
+                raise RPCDecodeError("too many control entries")
+            peers = [
+                PeerInfo(
+                    pi.peerID,
+                    pi.signedPeerRecord if pi.HasField("signedPeerRecord") else None,
+                )
+                for pi in pr.peers
+                if pi.HasField("peerID")
+            ]
+            out.prune.append(
+                Prune(
+                    _topic(pr.topicID, "PRUNE"),
+                    peers,
+                    pr.backoff if pr.HasField("backoff") else None,
+                )
+            )
+        for idw in c.idontwant:
+            n += len(idw.messageIDs)
+            if n > MAX_CONTROL_ENTRIES:
+                raise RPCDecodeError("too many control entries")
+            out.idontwant.extend(_ids(list(idw.messageIDs), "IDONTWANT"))
+        if n > MAX_CONTROL_ENTRIES:
+            raise RPCDecodeError("too many control entries")
+    return out

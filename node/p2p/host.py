@@ -1,0 +1,648 @@
+"""The libp2p host: listens and dials over TCP, upgrades connections, dispatches streams.
+
+Every connection is secured with Noise and muxed with yamux (plaintext is never offered
+nor accepted). Inbound streams are routed by multistream-select to the handler registered
+for their protocol. The host owns one TaskSet for its own children (upgrades, connection
+manager loops, cleanups) and each connection owns one for its streams; ``close()`` cancels
+and awaits all of them and waits until every socket is gone.
+
+Every dropped connection, refused stream or rejected frame increments ``counters[reason]``
+and is logged once per reason (at warning level the first time, debug afterwards), so a
+flood of bad input cannot flood the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from node.p2p import identify, ping
+from node.p2p.connection import (
+    Connection,
+    Stream,
+    StreamReset,
+    UpgradeError,
+    WireProtocol,
+    negotiate,
+    upgrade,
+)
+from node.p2p.connmgr import ConnectionManager
+from node.p2p.multiaddr import Multiaddr, MultiaddrError
+from node.p2p.multistream import Dialer, Listener, MultistreamError
+from node.p2p.noise import NoiseError, NoiseSession, PeerMismatch
+from node.p2p.peer_id import IdentityKey, PeerID
+from node.p2p.peer_record import PeerRecordError, open_record, seal
+from node.p2p.tasks import TaskSet
+from node.p2p.yamux import YamuxConfig
+
+log = logging.getLogger(__name__)
+
+StreamHandler = Callable[[Stream], Awaitable[None]]
+MAX_ADDRS_PER_PEER = 16
+MAX_PEERSTORE = 8192
+
+
+class DialError(ConnectionError):
+    """A dial failed: unreachable, refused, timed out, or the peer failed authentication."""
+
+
+class PeerNotConnected(ConnectionError):
+    """A stream was requested to a peer with no open connection."""
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """Limits and timers of a host and its connection manager."""
+
+    yamux: YamuxConfig = field(default_factory=YamuxConfig)
+    dial_timeout: float = 10.0
+    handshake_timeout: float = 10.0
+    negotiate_timeout: float = 10.0
+    max_write_buffer: int = 64 * 1024 * 1024
+    max_pending_upgrades: int = 64
+    keepalive_interval: float = 15.0
+    keepalive_timeout: float = 10.0
+    agent_version: str = "fedchain/0.1.0"
+    protocol_version: str = "ipfs/0.1.0"
+    identify_on_connect: bool = True
+    bootstrap: tuple[Multiaddr, ...] = ()
+    persistent: tuple[Multiaddr, ...] = ()
+    announce: tuple[Multiaddr, ...] = ()  # addresses to advertise instead of the bound ones
+
+    def __post_init__(self) -> None:
+        if self.target_peers > self.max_peers:
+            raise ValueError("target_peers must not exceed max_peers")
+        if min(self.dial_timeout, self.handshake_timeout, self.negotiate_timeout) <= 0:
+            raise ValueError("timeouts must be positive")
+        if self.reconnect_base <= 0 or self.reconnect_max < self.reconnect_base:
+            raise ValueError("need 0 < reconnect_base <= reconnect_max")
+
+    max_peers: int = 50
+    target_peers: int = 16
+    reconnect_base: float = 1.0
+    reconnect_max: float = 60.0
+
+
+def is_dialable(addr: Multiaddr) -> bool:
+    """A TCP address with a concrete host and port."""
+    try:
+        host, port = addr.tcp_endpoint()
+    except MultiaddrError:
+        return False
+    return port != 0 and host not in ("0.0.0.0", "::")
+
+
+def _local_ips(*, v6: bool) -> list[str]:
+    """Non-loopback addresses of this host name (loopback only when there are none)."""
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, family, socket.SOCK_STREAM)
+    except OSError:
+        infos = []
+    ips = sorted({str(info[4][0]) for info in infos})
+    public = [ip for ip in ips if not ipaddress.ip_address(ip).is_loopback]
+    return public or (["::1"] if v6 else ["127.0.0.1"])
+
+
+def install_uvloop() -> bool:
+    """Use uvloop for new event loops when it is installed; returns whether it is."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+class Host:
+    def __init__(
+        self,
+        identity: IdentityKey,
+        *,
+        listen: list[Multiaddr] | None = None,
+        config: HostConfig | None = None,
+    ) -> None:
+        self.identity = identity
+        self.peer_id = identity.peer_id
+        self.config = config or HostConfig()
+        self._listen = list(listen or [])
+        self._servers: list[asyncio.Server] = []
+        self._listen_addrs: list[Multiaddr] = []
+        self._tasks = TaskSet("host")
+        self._conns: dict[PeerID, list[Connection]] = {}
+        self._handlers: dict[str, StreamHandler] = {}
+        self._notifees: list[tuple[Callable[[PeerID], None], Callable[[PeerID], None]]] = []
+        self._misbehaviour_hooks: list[Callable[[PeerID, str], None]] = []
+        self._addrs: dict[PeerID, list[Multiaddr]] = {}
+        self.peer_protocols: dict[PeerID, list[str]] = {}
+        self.peer_agents: dict[PeerID, str] = {}
+        self.observed_addrs: Counter[Multiaddr] = Counter()
+        self.counters: Counter[str] = Counter()
+        self._logged_reasons: set[str] = set()
+        self._records: dict[PeerID, tuple[int, bytes]] = {}  # peer -> (seq, envelope)
+        self._bans: dict[PeerID, float] = {}
+        self._own_record: bytes | None = None
+        self._record_seq = time.time_ns() // 1000
+        self._pending_upgrades = 0
+        self._started = False
+        self._closing = False
+        self.connmgr = ConnectionManager(self)
+        self._push_pending = False
+        self.set_stream_handler(identify.PROTOCOL_ID, identify.make_handler(self))
+        self.set_stream_handler(identify.PUSH_PROTOCOL_ID, identify.make_push_handler(self))
+        self.set_stream_handler(ping.PROTOCOL_ID, ping.handle_ping)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        loop = asyncio.get_running_loop()
+        for addr in self._listen:
+            host, port = addr.tcp_endpoint()
+            server = await loop.create_server(
+                lambda: WireProtocol(on_made=self._on_inbound), host, port
+            )
+            self._servers.append(server)
+            for sock in server.sockets:
+                name = sock.getsockname()
+                self._listen_addrs.append(Multiaddr.from_tcp(name[0], name[1]))
+        self.connmgr.start()
+
+    async def close(self) -> None:
+        """Stop listening, close every connection and await every task the host started."""
+        if self._closing:
+            return
+        self._closing = True
+        for server in self._servers:
+            server.close()
+        conns = [c for lst in self._conns.values() for c in lst]
+        await asyncio.gather(*(c.aclose() for c in conns), return_exceptions=True)
+        await self._tasks.aclose()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        self._servers.clear()
+
+    async def __aenter__(self) -> Host:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def listen_addrs(self) -> list[Multiaddr]:
+        return list(self._listen_addrs)
+
+    def advertised_addrs(self) -> list[Multiaddr]:
+        """What identify and our signed record tell peers: ``announce`` if configured,
+        else the bound addresses that others can dial (not 0.0.0.0 / ::)."""
+        if self.config.announce:
+            return list(self.config.announce)
+        out: list[Multiaddr] = []
+        for addr in self._listen_addrs:
+            if is_dialable(addr):
+                out.append(addr)
+                continue
+            # Bound to 0.0.0.0 / ::: advertise this machine's own addresses instead
+            # (in a container, the address other containers reach it at).
+            host, port = addr.tcp_endpoint()
+            out += [Multiaddr.from_tcp(ip, port) for ip in _local_ips(v6=host == "::")]
+        return out
+
+    # -- registration -------------------------------------------------------------------------
+
+    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
+        new = protocol not in self._handlers
+        self._handlers[protocol] = handler
+        if new:
+            self._schedule_identify_push()
+
+    def remove_stream_handler(self, protocol: str) -> None:
+        if self._handlers.pop(protocol, None) is not None:
+            self._schedule_identify_push()
+
+    def _schedule_identify_push(self) -> None:
+        """Tell connected peers that our protocols changed (batched per event-loop turn)."""
+        if not self._conns or self._push_pending or self._closing or self._tasks.closed:
+            return
+        self._push_pending = True
+        self._tasks.spawn(self._push_identify(), name="identify push")
+
+    async def _push_identify(self) -> None:
+        await asyncio.sleep(0)  # let a burst of handler registrations land first
+        self._push_pending = False
+        for conns in list(self._conns.values()):
+            for conn in conns:
+                if not conn.closed and not conn.tasks.closed:
+                    conn.tasks.spawn(self._push_to(conn), name="identify push")
+
+    async def _push_to(self, conn: Connection) -> None:
+        try:
+            async with asyncio.timeout(self.config.negotiate_timeout):
+                await identify.push(self, conn)
+        except (ConnectionError, EOFError, TimeoutError, MultistreamError) as e:
+            log.debug("identify push to %s failed: %r", conn.peer, e)
+
+    def supported_protocols(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def add_notifee(
+        self, on_connected: Callable[[PeerID], None], on_disconnected: Callable[[PeerID], None]
+    ) -> None:
+        self._notifees.append((on_connected, on_disconnected))
+
+    def add_misbehaviour_hook(self, hook: Callable[[PeerID, str], None]) -> None:
+        """``hook(peer, reason)`` runs whenever a peer is cut off for breaking a protocol."""
+        self._misbehaviour_hooks.append(hook)
+
+    # -- counters -----------------------------------------------------------------------------
+
+    def count(self, reason: str, peer: PeerID | None = None, detail: str = "") -> None:
+        self.counters[reason] += 1
+        if reason not in self._logged_reasons:
+            self._logged_reasons.add(reason)
+            log.warning("p2p drop [%s] peer=%s %s (logged once per reason)", reason, peer, detail)
+        else:
+            log.debug("p2p drop [%s] peer=%s %s", reason, peer, detail)
+
+    def _misbehaved(self, peer: PeerID, reason: str) -> None:
+        for hook in self._misbehaviour_hooks:
+            try:
+                hook(peer, reason)
+            except Exception:
+                log.exception("misbehaviour hook failed")
+
+    # -- peers --------------------------------------------------------------------------------
+
+    def is_banned(self, peer: PeerID) -> bool:
+        until = self._bans.get(peer)
+        if until is None:
+            return False
+        if until <= time.monotonic():
+            del self._bans[peer]
+            return False
+        return True
+
+    def connected_peers(self) -> list[PeerID]:
+        return list(self._conns)
+
+    def is_connected(self, peer: PeerID) -> bool:
+        return peer in self._conns
+
+    def connections(self, peer: PeerID) -> list[Connection]:
+        return list(self._conns.get(peer, ()))
+
+    def peer_addrs(self, peer: PeerID) -> list[Multiaddr]:
+        return list(self._addrs.get(peer, ()))
+
+    def add_peer_addrs(self, peer: PeerID, addrs: Iterable[Multiaddr]) -> None:
+        """Remember dialable addresses (without /p2p) for a peer, newest first, bounded."""
+        if peer == self.peer_id:
+            return
+        known = self._addrs.get(peer)
+        if known is None:
+            if len(self._addrs) >= MAX_PEERSTORE:
+                self.count("peerstore_full", peer)
+                return
+            known = self._addrs[peer] = []
+        for addr in addrs:
+            plain = addr.without_peer_id()
+            if not is_dialable(plain):
+                continue
+            if plain in known:
+                known.remove(plain)
+            known.insert(0, plain)
+        del known[MAX_ADDRS_PER_PEER:]
+
+    def add_discovered_peers(self, peers: Iterable[tuple[PeerID, list[Multiaddr]]]) -> None:
+        """Feed peers learned elsewhere (e.g. GossipSub PRUNE peer exchange) to the manager."""
+        for peer, addrs in peers:
+            self.add_peer_addrs(peer, addrs)
+            self.connmgr.discovered(peer)
+
+    # -- signed peer records (identify, GossipSub peer exchange) -------------------------------
+
+    def signed_peer_record(self) -> bytes:
+        """Our listen addresses as a signed envelope (for identify and PRUNE PX)."""
+        if self._own_record is None:
+            self._own_record = seal(self.identity, self.advertised_addrs(), self._record_seq)
+        return self._own_record
+
+    def peer_record(self, peer: PeerID) -> bytes | None:
+        """The latest valid signed record ``peer`` gave us (to forward in PRUNE PX)."""
+        entry = self._records.get(peer)
+        return entry[1] if entry is not None else None
+
+    def consume_peer_record(self, peer: PeerID, record: bytes) -> bool:
+        """Verify and remember ``peer``'s signed record; False (and counted) if invalid."""
+        try:
+            rec = open_record(record)
+        except PeerRecordError as e:
+            self.count("peer_record_invalid", peer, str(e))
+            return False
+        if rec.peer != peer:
+            self.count("peer_record_invalid", peer, "record belongs to another peer")
+            return False
+        if peer == self.peer_id:
+            return True
+        old = self._records.get(peer)
+        if old is not None and old[0] > rec.seq:
+            return True  # keep the newer one we already have
+        if old is None and len(self._records) >= MAX_PEERSTORE:
+            self.count("peerstore_full", peer)
+            return False
+        self._records[peer] = (rec.seq, record)
+        self.add_peer_addrs(peer, rec.addrs)
+        return True
+
+    def add_px_peers(self, peers: Iterable[tuple[PeerID, bytes | None]]) -> None:
+        """GossipSub PRUNE peer exchange: (peer, signedPeerRecord or None) pairs.
+
+        Valid records add the peer's own signed addresses; the peers are then offered to
+        the connection manager, which dials them while below ``target_peers``.
+        """
+        for peer, record in peers:
+            if peer == self.peer_id:
+                continue
+            if record and not self.consume_peer_record(peer, record):
+                continue
+            self.connmgr.discovered(peer)
+
+    def disconnect(self, peer: PeerID, reason: str, *, ban: float = 0.0) -> None:
+        """Close every connection to ``peer``; ``reason`` should be a short fixed token.
+
+        With ``ban`` > 0 the peer is also refused (inbound and outbound) for that many
+        seconds, so a graylisted peer cannot simply reconnect.
+        """
+        if ban > 0:
+            if len(self._bans) >= MAX_PEERSTORE:
+                self._bans.clear()
+            self._bans[peer] = time.monotonic() + ban
+        conns = self._conns.get(peer)
+        if not conns:
+            return
+        self.count(f"disconnect:{reason}", peer)
+        for conn in list(conns):
+            conn.close(reason)
+
+    # -- dialing ------------------------------------------------------------------------------
+
+    async def connect(self, addr: Multiaddr) -> PeerID:
+        """Dial ``addr`` (verifying its /p2p/ peer ID if present); returns the remote peer."""
+        if self._closing:
+            raise DialError("host is closing")
+        expected = addr.peer_id
+        if expected == self.peer_id:
+            raise DialError("refusing to dial ourselves")
+        if expected is not None and expected in self._conns:
+            return expected
+        if expected is not None and self.is_banned(expected):
+            raise DialError(f"{expected} is banned")
+        try:
+            host, port = addr.tcp_endpoint()
+        except MultiaddrError as e:
+            raise DialError(str(e)) from e
+        loop = asyncio.get_running_loop()
+        proto: WireProtocol | None = None
+        try:
+            async with asyncio.timeout(self.config.dial_timeout):
+                _, proto = await loop.create_connection(WireProtocol, host, port)
+            async with asyncio.timeout(self.config.handshake_timeout):
+                noise, leftover = await upgrade(
+                    proto, self.identity, initiator=True, expected_peer=expected
+                )
+        except BaseException as e:
+            if proto is not None and proto.transport is not None:
+                proto.transport.abort()
+            if isinstance(e, Exception):
+                reason = self._upgrade_failure_reason(e)
+                if reason != "dial_failed":
+                    self.count(reason, expected, f"dialing {addr}: {e}")
+                raise DialError(f"dial {addr} failed: {reason}: {e}") from e
+            raise
+        assert noise.remote_peer is not None
+        peer = noise.remote_peer
+        conn = self._make_connection(proto, noise, peer, initiator=True, remote=addr)
+        if not self._add_connection(conn, leftover):
+            raise DialError(f"connection to {peer} refused (banned or host closing)")
+        self.add_peer_addrs(peer, [addr])
+        return peer
+
+    @staticmethod
+    def _upgrade_failure_reason(e: Exception) -> str:
+        if isinstance(e, PeerMismatch):
+            return "peer_id_mismatch"
+        if isinstance(e, NoiseError):
+            return "noise_error"
+        if isinstance(e, MultistreamError):
+            return "multistream_error"
+        if isinstance(e, TimeoutError):
+            return "handshake_timeout"
+        if isinstance(e, UpgradeError | EOFError):
+            return "upgrade_eof"
+        return "dial_failed"
+
+    def _make_connection(
+        self,
+        proto: WireProtocol,
+        noise: NoiseSession,
+        peer: PeerID,
+        *,
+        initiator: bool,
+        remote: Multiaddr,
+    ) -> Connection:
+        return Connection(
+            self,
+            proto,
+            noise,
+            peer,
+            initiator=initiator,
+            remote_addr=remote.without_peer_id(),
+            yamux_config=self.config.yamux,
+            max_write_buffer=self.config.max_write_buffer,
+        )
+
+    # -- inbound ------------------------------------------------------------------------------
+
+    def _on_inbound(self, proto: WireProtocol) -> None:
+        assert proto.transport is not None
+        if self._closing or self._pending_upgrades >= self.config.max_pending_upgrades:
+            self.count("upgrade_limit", None, "too many connections in handshake")
+            proto.transport.abort()
+            return
+        self._pending_upgrades += 1
+        try:
+            self._tasks.spawn(self._upgrade_inbound(proto), name="inbound upgrade")
+        except RuntimeError:
+            self._pending_upgrades -= 1
+            proto.transport.abort()
+
+    async def _upgrade_inbound(self, proto: WireProtocol) -> None:
+        assert proto.transport is not None
+        peername = proto.transport.get_extra_info("peername")
+        try:
+            try:
+                async with asyncio.timeout(self.config.handshake_timeout):
+                    noise, leftover = await upgrade(
+                        proto, self.identity, initiator=False, expected_peer=None
+                    )
+            except Exception as e:
+                proto.transport.abort()
+                self.count(self._upgrade_failure_reason(e), None, f"inbound from {peername}: {e}")
+                return
+            except BaseException:
+                proto.transport.abort()
+                raise
+        finally:
+            self._pending_upgrades -= 1
+        assert noise.remote_peer is not None
+        try:
+            remote = Multiaddr.from_tcp(peername[0], peername[1])
+        except (MultiaddrError, TypeError, IndexError):
+            remote = Multiaddr.parse("/ip4/0.0.0.0/tcp/0")
+        conn = self._make_connection(
+            proto, noise, noise.remote_peer, initiator=False, remote=remote
+        )
+        self._add_connection(conn, leftover)
+
+    def _add_connection(self, conn: Connection, leftover: bytes) -> bool:
+        banned = self.is_banned(conn.peer)
+        if self._closing or banned:
+            if banned:
+                self.count("banned_peer", conn.peer, "connection refused")
+            if conn.proto.transport is not None:
+                conn.proto.transport.abort()
+            return False
+        lst = self._conns.setdefault(conn.peer, [])
+        first = not lst
+        lst.append(conn)
+        conn.start(leftover)
+        if conn.closed:
+            return True
+        if first:
+            for on_connected, _ in list(self._notifees):
+                try:
+                    on_connected(conn.peer)
+                except Exception:
+                    log.exception("on_connected notifee failed")
+        conn.tasks.spawn(self._keepalive(conn), name="keepalive")
+        if self.config.identify_on_connect:
+            conn.tasks.spawn(identify.identify_peer(self, conn), name="identify")
+        self.connmgr.on_connected(conn)
+        return True
+
+    def _connection_lost(self, conn: Connection) -> None:
+        lst = self._conns.get(conn.peer)
+        if lst is not None and conn in lst:
+            lst.remove(conn)
+            if not lst:
+                del self._conns[conn.peer]
+                self.peer_protocols.pop(conn.peer, None)
+                self.peer_agents.pop(conn.peer, None)
+                for _, on_disconnected in list(self._notifees):
+                    try:
+                        on_disconnected(conn.peer)
+                    except Exception:
+                        log.exception("on_disconnected notifee failed")
+                self.connmgr.on_disconnected(conn.peer)
+        if not self._tasks.closed:
+            self._tasks.spawn(conn.tasks.aclose(), name="connection cleanup")
+
+    async def _keepalive(self, conn: Connection) -> None:
+        while not conn.closed:
+            await asyncio.sleep(self.config.keepalive_interval)
+            try:
+                await conn.ping(self.config.keepalive_timeout)
+            except TimeoutError:
+                self.count("keepalive_timeout", conn.peer)
+                conn.close("keepalive timeout")
+                return
+            except StreamReset:
+                return
+
+    # -- streams ------------------------------------------------------------------------------
+
+    def _pick_connection(self, peer: PeerID) -> Connection:
+        for conn in self._conns.get(peer, ()):
+            if not conn.closed:
+                return conn
+        raise PeerNotConnected(f"not connected to {peer}")
+
+    async def new_stream(self, peer: PeerID, protocols: list[str], *, dial: bool = False) -> Stream:
+        """Open a stream to ``peer`` speaking the first of ``protocols`` it supports.
+
+        With ``dial=True`` an unconnected peer is dialed at its known addresses first.
+        Raises PeerNotConnected (or DialError when dialing), NegotiationFailed (none
+        supported), StreamReset or TimeoutError.
+        """
+        if dial and not self.is_connected(peer):
+            await self._dial_known(peer)
+        return await self.new_stream_on(self._pick_connection(peer), protocols)
+
+    async def _dial_known(self, peer: PeerID) -> None:
+        addrs = self.peer_addrs(peer)
+        if not addrs:
+            raise PeerNotConnected(f"not connected to {peer} and no known address")
+        errors = []
+        for addr in addrs:
+            try:
+                await self.connect(addr.with_peer_id(peer))
+                return
+            except DialError as e:
+                errors.append(str(e))
+        raise DialError(f"could not reach {peer}: {'; '.join(errors)}")
+
+    async def new_stream_on(self, conn: Connection, protocols: list[str]) -> Stream:
+        st = conn.open_stream()
+        try:
+            async with asyncio.timeout(self.config.negotiate_timeout):
+                selected, leftover = await negotiate(Dialer(protocols), st.read, st.write)
+        except BaseException:
+            st.reset()
+            raise
+        st._unread(leftover)
+        st.protocol = selected
+        return st
+
+    async def _serve_stream(self, st: Stream) -> None:
+        try:
+            async with asyncio.timeout(self.config.negotiate_timeout):
+                selected, leftover = await negotiate(
+                    Listener(self._handlers.__contains__), st.read, st.write
+                )
+        except (EOFError, StreamReset) as e:
+            # The remote gave up (typically after our "na" to a protocol we lack).
+            log.debug("inbound stream from %s closed during negotiation: %r", st.peer, e)
+            st.reset()
+            return
+        except (MultistreamError, TimeoutError) as e:
+            self.count("stream_negotiation_failed", st.peer, str(e))
+            st.reset()
+            return
+        handler = self._handlers.get(selected)
+        if handler is None:
+            st.reset()
+            return
+        st._unread(leftover)
+        st.protocol = selected
+        try:
+            await handler(st)
+        except (StreamReset, EOFError, ConnectionError) as e:
+            log.debug("handler for %s on %s ended: %r", selected, st.peer, e)
+            st.reset()
+        except Exception:
+            self.count("handler_error", st.peer, selected)
+            log.exception("stream handler for %s failed", selected)
+            st.reset()
+        else:
+            await st.close()

@@ -1,0 +1,365 @@
+"""yamux 1.0.0 stream multiplexer (``/yamux/1.0.0``), sans-I/O.
+
+Frames carry a 12-byte header: version (0), type (data, window update, ping, go away),
+flags (SYN, ACK, FIN, RST), stream ID and length. The client (the side that dialed) uses
+odd stream IDs, the server even ones. Each stream starts with a 256 KiB receive window in
+both directions; we grant a larger window right away (a window update riding on the SYN or
+ACK, as go-yamux does) when configured, and replenish it as the application consumes data.
+
+Flow control is what bounds memory: a stream's unread data never exceeds the window we
+granted, and a peer that sends beyond it, opens streams with the wrong parity or a reused
+ID, or sends an unknown frame type is a protocol error. The session raises YamuxError and
+queues a GoAway(protocol error) for the driver to flush before it drops the connection.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+PROTOCOL_ID = "/yamux/1.0.0"
+HEADER = struct.Struct(">BBHII")
+HEADER_LEN = 12
+VERSION = 0
+
+TYPE_DATA = 0
+TYPE_WINDOW_UPDATE = 1
+TYPE_PING = 2
+TYPE_GO_AWAY = 3
+
+FLAG_SYN = 1
+FLAG_ACK = 2
+FLAG_FIN = 4
+FLAG_RST = 8
+
+GO_AWAY_NORMAL = 0
+GO_AWAY_PROTOCOL_ERROR = 1
+GO_AWAY_INTERNAL_ERROR = 2
+
+INITIAL_WINDOW = 256 * 1024
+MAX_WINDOW_VALUE = 2**32 - 1
+
+
+class YamuxError(Exception):
+    """The remote broke the yamux protocol; the connection must be closed."""
+
+
+class StreamClosedError(ConnectionError):
+    """Data was written to a stream that is closed for writing or reset."""
+
+
+@dataclass(frozen=True)
+class YamuxConfig:
+    """Tunables. ``window`` is the receive window granted per stream (>= 256 KiB)."""
+
+    window: int = 16 * 1024 * 1024
+    max_streams: int = 512
+    max_frame: int = 256 * 1024  # largest data frame we send (go and rust peers split smaller)
+
+    def __post_init__(self) -> None:
+        if not INITIAL_WINDOW <= self.window <= MAX_WINDOW_VALUE:
+            raise ValueError("yamux window must be between 256 KiB and 2**32-1")
+
+
+@dataclass(frozen=True)
+class StreamOpened:
+    stream_id: int
+
+
+@dataclass(frozen=True)
+class StreamData:
+    stream_id: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class StreamEnded:
+    """The remote half-closed (FIN): no more data will arrive on this stream."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True)
+class StreamReset:
+    stream_id: int
+
+
+@dataclass(frozen=True)
+class WindowUpdated:
+    stream_id: int
+
+
+@dataclass(frozen=True)
+class StreamRefused:
+    """An inbound stream beyond ``max_streams`` was reset on arrival."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True)
+class PingAck:
+    opaque: int
+
+
+@dataclass(frozen=True)
+class GoAwayReceived:
+    code: int
+
+
+Event = (
+    StreamOpened
+    | StreamData
+    | StreamEnded
+    | StreamReset
+    | WindowUpdated
+    | StreamRefused
+    | PingAck
+    | GoAwayReceived
+)
+
+
+@dataclass
+class _Stream:
+    send_window: int = INITIAL_WINDOW
+    recv_window: int = INITIAL_WINDOW
+    unacked: int = 0  # bytes consumed by the application not yet granted back
+    local_closed: bool = False
+    remote_closed: bool = False
+    need_ack: bool = False
+    pending_flags: int = field(default=0)
+
+
+class YamuxSession:
+    """The multiplexer state for one connection."""
+
+    def __init__(self, *, is_client: bool, config: YamuxConfig | None = None) -> None:
+        self.config = config or YamuxConfig()
+        self.is_client = is_client
+        self._next_id = 1 if is_client else 2
+        self._streams: dict[int, _Stream] = {}
+        # Frames to send; data bodies are views of the caller's buffer (the caller's bytes
+        # must stay unchanged until data_to_send, which the driver calls right away).
+        self._out: list[bytes | memoryview] = []
+        self._buf = bytearray()
+        self._ping_id = 0
+        self.go_away_sent = False
+        self.go_away_received = False
+
+    # -- output ----------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        if not self._out:
+            return b""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def _frame(
+        self, typ: int, flags: int, sid: int, length: int, body: bytes | memoryview = b""
+    ) -> None:
+        self._out.append(HEADER.pack(VERSION, typ, flags, sid, length))
+        if body:
+            self._out.append(body)
+
+    # -- local actions ---------------------------------------------------------------------
+
+    def open_stream(self) -> int:
+        if self.go_away_sent or self.go_away_received:
+            raise StreamClosedError("session is going away")
+        sid = self._next_id
+        if sid > MAX_WINDOW_VALUE:
+            raise StreamClosedError("stream IDs exhausted")
+        self._next_id += 2
+        st = _Stream(recv_window=self.config.window)
+        self._streams[sid] = st
+        self._frame(TYPE_WINDOW_UPDATE, FLAG_SYN, sid, self.config.window - INITIAL_WINDOW)
+        return sid
+
+    def send_window(self, sid: int) -> int:
+        st = self._streams.get(sid)
+        if st is None or st.local_closed:
+            raise StreamClosedError(f"stream {sid} is closed")
+        return st.send_window
+
+    def send_data(self, sid: int, data: bytes | memoryview) -> int:
+        """Queue as much of ``data`` as the send window allows; returns the count queued."""
+        st = self._streams.get(sid)
+        if st is None or st.local_closed:
+            raise StreamClosedError(f"stream {sid} is closed")
+        n = min(len(data), st.send_window)
+        if n == 0:
+            return 0
+        flags = self._take_ack(st)
+        max_frame = self.config.max_frame
+        view = memoryview(data)
+        off = 0
+        while off < n:
+            k = min(n - off, max_frame)
+            self._frame(TYPE_DATA, flags, sid, k, view[off : off + k])
+            flags = 0
+            off += k
+        st.send_window -= n
+        return n
+
+    def _take_ack(self, st: _Stream) -> int:
+        if st.need_ack:
+            st.need_ack = False
+            return FLAG_ACK
+        return 0
+
+    def consumed(self, sid: int, n: int) -> None:
+        """The application has read ``n`` bytes of ``sid``: grant them back when worthwhile."""
+        st = self._streams.get(sid)
+        if st is None or st.remote_closed:
+            return
+        st.unacked += n
+        if st.unacked >= self.config.window // 2:
+            delta = st.unacked
+            st.unacked = 0
+            st.recv_window += delta
+            self._frame(TYPE_WINDOW_UPDATE, self._take_ack(st), sid, delta)
+
+    def close_stream(self, sid: int) -> None:
+        """Half-close our side (FIN)."""
+        st = self._streams.get(sid)
+        if st is None or st.local_closed:
+            return
+        st.local_closed = True
+        self._frame(TYPE_WINDOW_UPDATE, FLAG_FIN | self._take_ack(st), sid, 0)
+        self._maybe_forget(sid, st)
+
+    def reset_stream(self, sid: int) -> None:
+        st = self._streams.pop(sid, None)
+        if st is None:
+            return
+        self._frame(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0)
+
+    def ping(self) -> int:
+        self._ping_id = (self._ping_id + 1) & MAX_WINDOW_VALUE
+        self._frame(TYPE_PING, FLAG_SYN, 0, self._ping_id)
+        return self._ping_id
+
+    def go_away(self, code: int = GO_AWAY_NORMAL) -> None:
+        if not self.go_away_sent:
+            self.go_away_sent = True
+            self._frame(TYPE_GO_AWAY, 0, 0, code)
+
+    def _maybe_forget(self, sid: int, st: _Stream) -> None:
+        if st.local_closed and st.remote_closed:
+            self._streams.pop(sid, None)
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._streams)
+
+    def is_open(self, sid: int) -> bool:
+        return sid in self._streams
+
+    # -- input -----------------------------------------------------------------------------
+
+    def _fail(self, reason: str) -> YamuxError:
+        self.go_away(GO_AWAY_PROTOCOL_ERROR)
+        return YamuxError(reason)
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed decrypted connection bytes; returns the events they complete."""
+        buf = self._buf
+        if buf:
+            buf += data
+            src: bytes | bytearray = buf
+        else:
+            src = data
+        events: list[Event] = []
+        pos = 0
+        end = len(src)
+        max_frame_body = self.config.window
+        while end - pos >= HEADER_LEN:
+            version, typ, flags, sid, length = HEADER.unpack_from(src, pos)
+            if version != VERSION:
+                raise self._fail(f"unsupported yamux version {version}")
+            if typ == TYPE_DATA:
+                if length > max_frame_body:
+                    raise self._fail(f"data frame of {length} bytes exceeds any window")
+                if end - pos - HEADER_LEN < length:
+                    break
+                if src is buf:  # slicing a bytearray, then bytes(), would copy twice
+                    with memoryview(buf) as v:
+                        body = bytes(v[pos + HEADER_LEN : pos + HEADER_LEN + length])
+                else:
+                    body = src[pos + HEADER_LEN : pos + HEADER_LEN + length]
+                pos += HEADER_LEN + length
+                self._on_stream_frame(typ, flags, sid, length, body, events)
+            elif typ == TYPE_WINDOW_UPDATE:
+                pos += HEADER_LEN
+                self._on_stream_frame(typ, flags, sid, length, b"", events)
+            elif typ == TYPE_PING:
+                pos += HEADER_LEN
+                if sid != 0:
+                    raise self._fail("ping on a stream")
+                if flags & FLAG_SYN:
+                    self._frame(TYPE_PING, FLAG_ACK, 0, length)
+                elif flags & FLAG_ACK:
+                    events.append(PingAck(length))
+            elif typ == TYPE_GO_AWAY:
+                pos += HEADER_LEN
+                if sid != 0:
+                    raise self._fail("go away on a stream")
+                self.go_away_received = True
+                events.append(GoAwayReceived(length))
+            else:
+                raise self._fail(f"unknown frame type {typ}")
+        if src is buf:
+            del buf[:pos]
+        elif pos < end:
+            buf += src[pos:]
+        return events
+
+    def _on_stream_frame(
+        self, typ: int, flags: int, sid: int, length: int, body: bytes, events: list[Event]
+    ) -> None:
+        if sid == 0:
+            raise self._fail("data or window update on stream 0")
+        st = self._streams.get(sid)
+        if flags & FLAG_SYN:
+            if st is not None:
+                raise self._fail(f"SYN for existing stream {sid}")
+            if (sid % 2 == 1) == self.is_client:
+                raise self._fail(f"remote opened stream {sid} with our parity")
+            if self.go_away_sent or len(self._streams) >= self.config.max_streams:
+                self._frame(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0)
+                events.append(StreamRefused(sid))
+                return
+            st = _Stream(recv_window=INITIAL_WINDOW, need_ack=True)
+            self._streams[sid] = st
+            events.append(StreamOpened(sid))
+            # Acknowledge at once, granting our larger window in the same frame.
+            extra = self.config.window - INITIAL_WINDOW
+            st.need_ack = False
+            st.recv_window += extra
+            self._frame(TYPE_WINDOW_UPDATE, FLAG_ACK, sid, extra)
+        if st is None:
+            # A frame for a stream we already reset or forgot: harmless, drop it.
+            return
+        if typ == TYPE_WINDOW_UPDATE:
+            if length:
+                st.send_window += length
+                if st.send_window > MAX_WINDOW_VALUE:
+                    raise self._fail(f"window update overflows stream {sid}")
+                events.append(WindowUpdated(sid))
+        elif length:
+            if st.remote_closed:
+                raise self._fail(f"data after FIN on stream {sid}")
+            if length > st.recv_window:
+                raise self._fail(
+                    f"stream {sid} sent {length} bytes into a window of {st.recv_window}"
+                )
+            st.recv_window -= length
+            events.append(StreamData(sid, body))
+        if flags & FLAG_RST:
+            self._streams.pop(sid, None)
+            events.append(StreamReset(sid))
+            return
+        if flags & FLAG_FIN and not st.remote_closed:
+            st.remote_closed = True
+            events.append(StreamEnded(sid))
+            self._maybe_forget(sid, st)

@@ -1,0 +1,378 @@
+"""The HTTP RPC server (aiohttp): JSON endpoints over a ``NodeView``.
+
+Every error, including aiohttp's own (unknown route, wrong method, body over
+``client_max_size``), is answered as ``{"error": {"code": ..., "message": ...}}`` with a
+meaningful status, so scripts can branch on ``code`` and people can read ``message``.
+Bad input never reaches the ledger: ``POST /txs`` decodes with the strict codec, then
+hands the tx to ``NodeView.submit_tx``, which admits it only if the ledger's own
+transition accepts it after the sender's pending txs; a refused tx changes nothing.
+
+Status codes for a refused tx: 400 undecodable input, 409 already known, 413 too large,
+415 unsupported content type, 422 a well-formed tx the ledger rejects (bad signature,
+wrong chain, bad nonce, fee too low, ...), 429 sender limit, 503 mempool full.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+
+from node import __version__
+from node.codec import CodecError
+from node.config import RPCConfig, parse_host_port
+from node.crypto import parse_address
+from node.ledger.tx import MAX_TX_BYTES, Tx, TxError
+from node.mempool import AlreadyKnown, MempoolFull, SenderLimit
+from node.metrics import CONTENT_TYPE
+from node.rpc.render import render_block, render_validators
+from node.rpc.view import NodeView
+
+__all__ = ["RPCServer", "make_app"]
+
+log = logging.getLogger(__name__)
+
+VIEW: web.AppKey[NodeView] = web.AppKey("view")
+MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+class _Fail(Exception):
+    """Raised inside a handler to answer with an error response."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+}
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except _Fail as e:
+        return error(e.status, e.code, e.message)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code = _HTTP_CODES.get(e.status, "http_error")
+        msg = e.reason
+        if e.status == 413:
+            msg = f"request body exceeds {request.app[MAX_BODY]} bytes"
+        elif e.status == 404:
+            msg = f"no such endpoint {request.path}"
+        elif e.status == 405:
+            msg = f"{request.method} is not allowed on {request.path}"
+        return error(e.status, code, msg)
+    except Exception:
+        log.exception("RPC handler for %s failed", request.path)
+        return error(500, "internal", "internal error (see the node's log)")
+
+
+def _view(request: web.Request) -> NodeView:
+    return request.app[VIEW]
+
+
+def _hex(b: bytes | None) -> str | None:
+    return None if b is None else b.hex()
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+async def status(request: web.Request) -> web.Response:
+    v = _view(request)
+    state = v.ledger.state
+    meta = state.meta
+    model = v.model()
+    return web.json_response(
+        {
+            "node_id": v.node_id,
+            "moniker": v.moniker,
+            "version": __version__,
+            "chain_id": state.chain_id,
+            "genesis_hash": state.genesis.hash.hex(),
+            "consensus_engine": state.genesis.consensus_engine,
+            "latest_height": meta.height,
+            "latest_block_hash": meta.last_block_hash.hex() if meta.height else None,
+            "latest_block_time_ms": meta.time_ms,
+            "app_hash": v.ledger.app_hash().hex(),
+            "peers": len(v.peers()),
+            "mempool_txs": len(v.mempool),
+            "fl_round": meta.fl_round,
+            "global_model_hash": meta.global_model.hex(),
+            "model_round": model.round if model else None,
+            "test_accuracy": v.latest_accuracy(),
+            "catching_up": v.catching_up(),
+        }
+    )
+
+
+async def genesis(request: web.Request) -> web.Response:
+    return web.json_response(_view(request).ledger.state.genesis.to_json())
+
+
+def _block_response(v: NodeView, height: int) -> web.Response:
+    latest = v.ledger.height
+    if height < 1 or height > latest:
+        raise _Fail(404, "no_block", f"no block at height {height} (latest is {latest})")
+    block = v.ledger.store.block(height)
+    if block is None:
+        raise _Fail(404, "no_block", f"block {height} is not in this node's store")
+    return web.json_response(render_block(block))
+
+
+async def block_latest(request: web.Request) -> web.Response:
+    v = _view(request)
+    if v.ledger.height == 0:
+        raise _Fail(404, "no_block", "no block committed yet")
+    return _block_response(v, v.ledger.height)
+
+
+async def block_at(request: web.Request) -> web.Response:
+    text = request.match_info["height"]
+    if not text.isdigit() or len(text) > 20:
+        raise _Fail(400, "bad_height", f"height {text!r} is not a non-negative integer")
+    return _block_response(_view(request), int(text))
+
+
+async def validators(request: web.Request) -> web.Response:
+    v = _view(request)
+    q = request.query.get("height")
+    if q is None:
+        height = v.ledger.height + 1
+    elif q.isdigit() and len(q) <= 20 and int(q) >= 1:
+        height = int(q)
+    else:
+        raise _Fail(400, "bad_height", f"height {q!r} is not a positive integer")
+    if height > v.ledger.height + v.ledger.state.genesis.staking.valset_delay:
+        raise _Fail(404, "unknown_height", f"the validator set of height {height} is not known")
+    try:
+        vs = v.ledger.validator_set(height)
+    except KeyError as e:
+        raise _Fail(404, "unknown_height", str(e.args[0])) from e
+    return web.json_response(
+        {
+            "height": height,
+            "hash": vs.hash.hex(),
+            "total_power": sum(x.power for x in vs.validators),
+            "validators": render_validators(vs),
+        }
+    )
+
+
+async def peers(request: web.Request) -> web.Response:
+    return web.json_response({"peers": [asdict(p) for p in _view(request).peers()]})
+
+
+async def account(request: web.Request) -> web.Response:
+    v = _view(request)
+    text = request.match_info["address"]
+    try:
+        addr = parse_address(text)
+    except ValueError as e:
+        raise _Fail(400, "bad_address", str(e)) from e
+    state = v.ledger.state
+    acct = state.account(addr)
+    bond = state.bond(addr)
+    pending = v.mempool.pending(addr)
+    return web.json_response(
+        {
+            "address": addr.hex(),
+            "balance": acct.balance,
+            "nonce": acct.nonce,
+            # The nonce a new tx must carry, counting this sender's txs in the mempool.
+            "next_nonce": acct.nonce + len(pending),
+            "pending_txs": len(pending),
+            "stake": bond.stake if bond else 0,
+            "jailed": bond.jailed if bond else False,
+            "trainer": state.is_trainer(addr),
+        }
+    )
+
+
+async def model_info(request: web.Request) -> web.Response:
+    v = _view(request)
+    meta = v.ledger.state.meta
+    m = v.model()
+    return web.json_response(
+        {
+            "fl_round": meta.fl_round,
+            "chain_model_hash": meta.global_model.hex(),
+            "architecture": m.architecture if m else v.ledger.state.genesis.fl.model,
+            "available": m is not None,
+            "round": m.round if m else None,
+            "model_hash": m.model_hash.hex() if m else None,
+            "safetensors_sha256": m.safetensors_sha256.hex() if m else None,
+            "size_bytes": len(m.safetensors) if m else None,
+        }
+    )
+
+
+async def model(request: web.Request) -> web.Response:
+    m = _view(request).model()
+    if m is None:
+        raise _Fail(404, "no_model", "this node holds no global model yet")
+    return web.Response(
+        body=m.safetensors,
+        content_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="model-round{m.round}.safetensors"',
+            "X-Model-Hash": m.model_hash.hex(),
+        },
+    )
+
+
+async def fl_history(request: web.Request) -> web.Response:
+    return web.json_response({"rounds": [asdict(r) for r in _view(request).fl_history()]})
+
+
+def _unhex(doc: dict[str, Any], key: str) -> bytes | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Fail(400, "bad_request", f"{key!r} must be a hex string")
+    try:
+        return binascii.unhexlify(value.removeprefix("0x"))
+    except (binascii.Error, ValueError) as e:
+        raise _Fail(400, "bad_request", f"{key!r} is not valid hex: {e}") from e
+
+
+async def submit_tx(request: web.Request) -> web.Response:
+    v = _view(request)
+    ctype = request.content_type
+    body = await request.read()  # raises 413 past client_max_size
+    payload: bytes | None = None
+    if ctype == "application/json":
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError) as e:  # RecursionError: absurd nesting
+            raise _Fail(400, "bad_json", f"malformed JSON: {e}") from e
+        if not isinstance(doc, dict) or set(doc) - {"tx", "payload"}:
+            raise _Fail(400, "bad_request", 'expected {"tx": "<hex>", "payload": "<hex>"?}')
+        raw = _unhex(doc, "tx")
+        if raw is None:
+            raise _Fail(400, "bad_request", 'missing "tx"')
+        payload = _unhex(doc, "payload")
+    elif ctype == "application/octet-stream":
+        raw = body
+    else:
+        raise _Fail(
+            415,
+            "unsupported_media_type",
+            "send the tx as application/octet-stream or application/json",
+        )
+    if not raw:
+        raise _Fail(400, "bad_tx", "empty transaction")
+    if len(raw) > MAX_TX_BYTES:
+        raise _Fail(413, "too_large", f"tx of {len(raw)} bytes exceeds {MAX_TX_BYTES}")
+    try:
+        tx = Tx.from_bytes(raw)
+    except CodecError as e:
+        raise _Fail(400, "bad_tx", f"undecodable transaction: {e}") from e
+    try:
+        await v.submit_tx(tx, payload)
+    except TxError as e:
+        code = 409 if isinstance(e, AlreadyKnown) else 422
+        if isinstance(e, MempoolFull):
+            code = 503
+        elif isinstance(e, SenderLimit):
+            code = 429
+        return error(code, e.code, str(e) or e.code)
+    return web.json_response({"tx_hash": tx.hash.hex(), "accepted": True}, status=202)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    v = _view(request)
+    m = v.metrics
+    # Values the server can read itself are refreshed per scrape, so they are never stale.
+    m.height.set(v.ledger.height)
+    m.fl_round.set(v.ledger.state.meta.fl_round)
+    m.peers.set(len(v.peers()))
+    m.mempool_txs.set(len(v.mempool))
+    m.mempool_bytes.set(v.mempool.size_bytes)
+    acc = v.latest_accuracy()
+    if acc is not None:
+        m.test_accuracy.set(acc)
+    resp = web.Response(body=m.render())
+    resp.headers["Content-Type"] = CONTENT_TYPE
+    return resp
+
+
+def make_app(view: NodeView, *, max_body_bytes: int = 1 << 20) -> web.Application:
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors])
+    app[VIEW] = view
+    app[MAX_BODY] = max_body_bytes
+    app.router.add_get("/status", status)
+    app.router.add_get("/genesis", genesis)
+    app.router.add_get("/blocks/latest", block_latest)
+    app.router.add_get("/blocks/{height}", block_at)
+    app.router.add_get("/validators", validators)
+    app.router.add_get("/peers", peers)
+    app.router.add_get("/accounts/{address}", account)
+    app.router.add_get("/model/info", model_info)
+    app.router.add_get("/model", model)
+    app.router.add_get("/fl/history", fl_history)
+    app.router.add_post("/txs", submit_tx)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+class RPCServer:
+    """The RPC app bound to ``host:port`` (port 0 picks a free port; see ``port``)."""
+
+    def __init__(
+        self, view: NodeView, host: str = "127.0.0.1", port: int = 26657, **kw: Any
+    ) -> None:
+        self.app = make_app(view, **kw)
+        self.host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+
+    @classmethod
+    def from_config(cls, view: NodeView, cfg: RPCConfig) -> RPCServer:
+        """The server a node's ``[rpc]`` config section describes."""
+        host, port = parse_host_port(cfg.listen, key="rpc.listen")
+        return cls(view, host, port, max_body_bytes=cfg.max_body_bytes)
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self.app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._port)
+        try:
+            await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            raise OSError(f"cannot serve RPC on {self.host}:{self._port}: {e}") from e
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self._port}"
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()

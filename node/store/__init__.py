@@ -1,0 +1,1 @@
+"""Persistent storage: the SQLite block/state store and the content-addressed blob store."""

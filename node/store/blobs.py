@@ -1,0 +1,125 @@
+"""Content-addressed blob store for model weights and update payloads.
+
+A blob lives at ``<root>/ab/cdef...`` where ``abcdef...`` is the hex SHA-256 of its
+bytes, so a name is also its checksum: reads re-hash and raise ``CorruptBlob`` instead of
+handing a torn or bit-rotted payload to the aggregation. Writes go to a temp file that is
+fsynced, renamed into place and followed by an fsync of the directory, so after a crash a
+blob is either complete under its name or absent.
+
+Pruning is by FL round: every ``put`` may tag the blob with the round it belongs to (kept in
+a small SQLite index beside the files); ``prune`` deletes blobs whose newest round is older
+than the retention window, except pinned hashes (e.g. the current global model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+__all__ = ["BlobError", "BlobNotFound", "BlobStore", "CorruptBlob"]
+
+
+class BlobError(Exception):
+    """Base for blob store failures."""
+
+
+class BlobNotFound(BlobError, KeyError):
+    pass
+
+
+class CorruptBlob(BlobError):
+    """The file under a hash does not hash to it (torn write, disk corruption, tampering)."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobStore:
+    def __init__(self, root: Path, *, max_blob_bytes: int = 64 << 20) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_blob_bytes = max_blob_bytes
+        self._index = sqlite3.connect(self.root / "index.sqlite", isolation_level=None)
+        self._index.execute("PRAGMA journal_mode=WAL")
+        self._index.execute(
+            "CREATE TABLE IF NOT EXISTS rounds (hash BLOB PRIMARY KEY, round INTEGER NOT NULL)"
+            " WITHOUT ROWID"
+        )
+
+    def close(self) -> None:
+        self._index.close()
+
+    def path_of(self, digest: bytes) -> Path:
+        if len(digest) != 32:
+            raise BlobError(f"a blob hash is 32 bytes, got {len(digest)}")
+        h = digest.hex()
+        return self.root / h[:2] / h[2:]
+
+    def has(self, digest: bytes) -> bool:
+        return self.path_of(digest).exists()
+
+    def put(self, data: bytes, *, round: int | None = None) -> bytes:
+        """Store ``data`` (idempotent) and return its SHA-256."""
+        if len(data) > self.max_blob_bytes:
+            raise BlobError(f"blob of {len(data)} bytes exceeds {self.max_blob_bytes}")
+        digest = hashlib.sha256(data).digest()
+        path = self.path_of(digest)
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        if round is not None:
+            self._index.execute(
+                "INSERT INTO rounds (hash, round) VALUES (?, ?) "
+                "ON CONFLICT(hash) DO UPDATE SET round = max(round, excluded.round)",
+                (digest, round),
+            )
+        return digest
+
+    def get(self, digest: bytes) -> bytes:
+        path = self.path_of(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as e:
+            raise BlobNotFound(digest.hex()) from e
+        except OSError as e:
+            raise BlobError(f"cannot read blob {digest.hex()}: {e}") from e
+        if hashlib.sha256(data).digest() != digest:
+            raise CorruptBlob(f"blob {digest.hex()} does not match its hash")
+        return data
+
+    def delete(self, digest: bytes) -> None:
+        self.path_of(digest).unlink(missing_ok=True)
+        self._index.execute("DELETE FROM rounds WHERE hash = ?", (digest,))
+
+    def prune(self, current_round: int, keep_rounds: int, pinned: Iterable[bytes] = ()) -> int:
+        """Delete blobs tagged only with rounds < ``current_round - keep_rounds`` that are
+        not ``pinned``; untagged blobs are kept. Returns how many were deleted."""
+        keep = set(pinned)
+        cutoff = current_round - keep_rounds
+        rows = self._index.execute("SELECT hash FROM rounds WHERE round < ?", (cutoff,)).fetchall()
+        n = 0
+        for (h,) in rows:
+            digest = bytes(h)
+            if digest in keep:
+                continue
+            self.delete(digest)
+            n += 1
+        return n

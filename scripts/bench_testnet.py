@@ -1,0 +1,218 @@
+"""End-to-end testnet benchmark: N node processes training MNIST over gossip + consensus.
+
+Runs ``fedchain testnet`` nodes on 127.0.0.1 (IID split, every node a validator and a
+trainer) until the target accuracy or the round limit, then reports:
+
+- rounds and wall time to 98.5% and to 99.0% test accuracy (from node0's /fl/history;
+  wall time counts from the first node start, so it includes process start-up);
+- the per-round split, medians over rounds and nodes, from each node's
+  ``data/rounds.jsonl``: local training, submit-to-commit (this node's update published
+  until the round-closing block committed: gossip of updates plus waiting for the other
+  trainers plus consensus), aggregation (this node's share of re-aggregating), and
+  consensus (first sight of the closing block to its commit);
+- gossip message bytes per node per round (published + delivered messages: an
+  application-level count, not socket bytes) and peak RSS per node;
+- with ``--baseline``, the in-process FedAvg loop of ``scripts/bench_fl.py --part speed``
+  on the same split and hyper-parameters, measured in the same run.
+
+Example: ``python scripts/bench_testnet.py --nodes 10 --target 0.99 --baseline``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from node.home import testnet_init  # noqa: E402
+from node.testnet_runner import Testnet, set_round_timeout  # noqa: E402
+
+
+def _median(xs: list[float]) -> float | None:
+    return round(statistics.median(xs), 3) if xs else None
+
+
+def _first_reaching(history: list[dict[str, Any]], target: float) -> tuple[int, float] | None:
+    """(rounds, cumulative round seconds) when the global model first reached ``target``."""
+    total = 0.0
+    for r in history:
+        total += float(r["seconds"])
+        if r["accuracy"] is not None and float(r["accuracy"]) >= target:
+            return int(r["round"]) + 1, round(total, 1)
+    return None
+
+
+def _round_logs(directory: Path) -> list[dict[str, Any]]:
+    rows = []
+    for path in sorted(directory.glob("node*/data/rounds.jsonl")):
+        node = path.parent.parent.name
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            rec["node"] = node
+            rows.append(rec)
+    return rows
+
+
+def _split(rows: list[dict[str, Any]], nodes: int) -> dict[str, Any]:
+    def col(key: str) -> list[float]:
+        return [float(r[key]) for r in rows if r.get(key) is not None]
+
+    bytes_per_round = [
+        float(r["gossip_bytes_in"]) + float(r["gossip_bytes_out"])
+        for r in rows
+        if r.get("round", 0) > 0  # round 0 also carries start-up traffic
+    ]
+    rss_by_node: dict[str, float] = {}
+    for r in rows:
+        rss_by_node[r["node"]] = max(rss_by_node.get(r["node"], 0.0), float(r["peak_rss_mb"]))
+    return {
+        "round_seconds": _median(col("round_seconds")),
+        "train_seconds": _median(col("train_seconds")),
+        "submit_to_commit_seconds": _median(col("submit_to_commit_seconds")),
+        "aggregation_seconds": _median(col("aggregation_seconds")),
+        "consensus_seconds": _median(col("consensus_seconds")),
+        "gossip_bytes_per_node_round": _median(bytes_per_round),
+        "peak_rss_mb_max": max(rss_by_node.values(), default=None),
+        "nodes_logged": len(rss_by_node),
+        "nodes": nodes,
+    }
+
+
+def run_testnet(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    testnet_init(
+        directory,
+        args.nodes,
+        engine=args.engine,
+        partition="iid",
+        base_port=args.base_port,
+        fl_data_dir=args.data_dir or "",
+    )
+    set_round_timeout(directory, args.round_timeout_blocks, min_updates=args.min_updates)
+    extra = ("--eval-samples", str(args.eval_samples))
+    net = Testnet.from_homes(directory, extra)
+    t0 = time.monotonic()
+    net.start()
+    try:
+        result = net.run(
+            target_accuracy=args.target,
+            max_rounds=args.max_rounds,
+            timeout=args.timeout,
+            poll=2.0,
+        )
+        report = net.report(result)
+    finally:
+        codes = net.stop()
+    wall = time.monotonic() - t0
+    history = report["history"]
+    hit985 = _first_reaching(history, 0.985)
+    hit990 = _first_reaching(history, 0.99)
+    return {
+        "stop_reason": result.reason,
+        "rounds": result.rounds,
+        "wall_seconds": round(wall, 1),
+        "final_accuracy": result.accuracy,
+        "nodes_agree": report["nodes_agree"],
+        "exit_codes": codes,
+        "to_98.5": hit985,
+        "to_99.0": hit990,
+        "split": _split(_round_logs(directory), args.nodes),
+        "history": history,
+    }
+
+
+def run_baseline(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "bench_fl.py"),
+        "--part",
+        "speed",
+        "--central-epochs",
+        "1",
+        "--rounds",
+        str(args.max_rounds),
+        "--out",
+        str(out),
+    ]
+    if args.data_dir:
+        cmd += ["--data-dir", args.data_dir]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nodes", type=int, default=10)
+    ap.add_argument("--engine", default="tendermint")
+    ap.add_argument("--target", type=float, default=0.99)
+    ap.add_argument("--max-rounds", type=int, default=30)
+    ap.add_argument("--timeout", type=float, default=3600.0)
+    ap.add_argument("--eval-samples", type=int, default=10_000)
+    ap.add_argument("--round-timeout-blocks", type=int, default=600)
+    ap.add_argument(
+        "--min-updates",
+        type=int,
+        default=None,
+        help="updates that close a round (default: every node, like the in-process FedAvg)",
+    )
+    ap.add_argument("--base-port", type=int, default=27656)
+    ap.add_argument("--data-dir", default=os.environ.get("FEDCHAIN_DATA_DIR"))
+    ap.add_argument("--dir", type=Path, help="keep homes and logs here (default: a temp dir)")
+    ap.add_argument("--baseline", action="store_true", help="also run bench_fl.py --part speed")
+    ap.add_argument("--out", type=Path, help="append the JSON result here")
+    args = ap.parse_args(argv)
+    if args.min_updates is None:
+        args.min_updates = args.nodes
+
+    with tempfile.TemporaryDirectory(prefix="bench-testnet-") as tmp:
+        directory = args.dir or Path(tmp) / "net"
+        res = run_testnet(args, directory)
+        if args.baseline:
+            res["baseline"] = run_baseline(args, Path(tmp) / "baseline.jsonl")
+    res.update(
+        {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "nodes": args.nodes,
+            "engine": args.engine,
+        }
+    )
+    s = res["split"]
+    print("| nodes | rounds | wall s | to 98.5% | to 99.0% | final acc | agree | stop |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(
+        f"| {args.nodes} | {res['rounds']} | {res['wall_seconds']} | {res['to_98.5']} | "
+        f"{res['to_99.0']} | {res['final_accuracy']} | {res['nodes_agree']} | "
+        f"{res['stop_reason']} |"
+    )
+    print()
+    print("| round s | train s | submit->commit s | aggregation s | consensus s | "
+          "gossip B/node/round | peak RSS MB |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    print(
+        f"| {s['round_seconds']} | {s['train_seconds']} | {s['submit_to_commit_seconds']} | "
+        f"{s['aggregation_seconds']} | {s['consensus_seconds']} | "
+        f"{s['gossip_bytes_per_node_round']} | {s['peak_rss_mb_max']} |"
+    )
+    if args.out:
+        with args.out.open("a") as f:
+            f.write(json.dumps(res) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Gossip validators: admission decides ACCEPT / REJECT (hostile) / IGNORE (stale, dup)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+from chainkit import genesis_for, initial_fl_hash, make_update
+from hypothesis import given
+from hypothesis import strategies as st
+
+from node.crypto import PrivateKey
+from node.gossip_topics import (
+    MAX_CONSENSUS_BYTES,
+    Topics,
+    UpdateGossip,
+    consensus_validator,
+    tx_validator,
+    update_validator,
+)
+from node.ledger.ledger import Ledger
+from node.ledger.tx import Transfer, Tx, sign_tx
+from node.mempool import Mempool
+from node.model_store import ZERO_HASH
+from node.p2p.gossipsub.messages import Message, Verdict
+from node.p2p.peer_id import IdentityKey
+
+KEYS = [PrivateKey.from_secret(f"gossip-{i}") for i in range(2)]
+ME = IdentityKey.from_seed(b"\x01" * 32).peer_id
+PEER = IdentityKey.from_seed(b"\x02" * 32).peer_id
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Mempool:
+    ledger = Ledger.open(tmp_path / "chain.sqlite", genesis_for(KEYS), fsync=False)
+    return Mempool(ledger.state)
+
+
+def _msg(topic: str, data: bytes) -> Message:
+    return Message(topic=topic, data=data, from_=PEER.to_bytes())
+
+
+def _transfer(nonce: int = 0) -> Tx:
+    g = genesis_for(KEYS)
+    return sign_tx(KEYS[0], g.chain_id, nonce, g.fees, Transfer(KEYS[1].address, 1))
+
+
+async def test_tx_topic(pool: Mempool) -> None:
+    topic = Topics("daemon-test").txs
+    v = tx_validator(ME, pool.add)
+    tx = _transfer()
+    assert await v(PEER, _msg(topic, tx.encode())) is Verdict.ACCEPT
+    assert tx.hash in pool
+    assert await v(PEER, _msg(topic, tx.encode())) is Verdict.IGNORE  # already known
+    assert await v(PEER, _msg(topic, b"\x00garbage")) is Verdict.REJECT
+    forged = _transfer(1).replace(signature=b"\x07" * 64)
+    assert await v(PEER, _msg(topic, forged.encode())) is Verdict.REJECT
+    assert await v(PEER, _msg(topic, _transfer(5).encode())) is Verdict.IGNORE  # nonce gap
+    # Our own publications were admitted before publishing.
+    assert await v(ME, _msg(topic, b"anything")) is Verdict.ACCEPT
+
+
+async def test_updates_topic(pool: Mempool) -> None:
+    g = genesis_for(KEYS)
+    topic = Topics(g.chain_id).updates
+    v = update_validator(
+        ME, pool.add, arch="cnn", max_update_bytes=g.fl.max_update_bytes, current_round=lambda: 0
+    )
+    tx, payload = make_update(
+        KEYS[0], g, round=0, base_ledger_hash=ZERO_HASH, base_fl_hash=initial_fl_hash(g), seed=3
+    )
+    # An update on the plain tx topic is refused: it needs its payload.
+    assert await tx_validator(ME, pool.add)(PEER, _msg("t", tx.encode())) is Verdict.REJECT
+    # A payload that is not the one the tx commits to.
+    other_tx, other_payload = make_update(
+        KEYS[1], g, round=0, base_ledger_hash=ZERO_HASH, base_fl_hash=initial_fl_hash(g), seed=4
+    )
+    swapped = UpdateGossip(tx.encode(), other_payload).encode()
+    assert await v(PEER, _msg(topic, swapped)) is Verdict.REJECT
+    assert await v(PEER, _msg(topic, UpdateGossip(tx.encode(), b"\x01junk").encode())) is (
+        Verdict.REJECT
+    )
+    good = UpdateGossip(tx.encode(), payload).encode()
+    assert await v(PEER, _msg(topic, good)) is Verdict.ACCEPT
+    assert pool.payload(tx.hash) == payload
+    assert await v(PEER, _msg(topic, good)) is Verdict.IGNORE
+    stale = update_validator(
+        ME, pool.add, arch="cnn", max_update_bytes=g.fl.max_update_bytes, current_round=lambda: 3
+    )
+    fresh = UpdateGossip(other_tx.encode(), other_payload).encode()
+    assert await stale(PEER, _msg(topic, fresh)) is Verdict.IGNORE
+
+
+async def test_consensus_topic_bounds_size() -> None:
+    v = consensus_validator(ME)
+    assert await v(PEER, _msg("c", b"x" * 100)) is Verdict.ACCEPT
+    assert await v(PEER, _msg("c", b"x" * (MAX_CONSENSUS_BYTES + 1))) is Verdict.REJECT
+
+
+def test_topics_are_per_chain() -> None:
+    a, b = Topics("one"), Topics("two")
+    assert {a.txs, a.updates, a.consensus}.isdisjoint({b.txs, b.updates, b.consensus})
+
+
+def test_consensus_resends_are_new_messages_txs_are_not() -> None:
+    t = Topics("c")
+    vote = b"the same vote bytes"
+    first = Message(
+        topic=t.consensus, data=vote, from_=PEER.to_bytes(), seqno=b"\x00" * 7 + b"\x01"
+    )
+    again = Message(
+        topic=t.consensus, data=vote, from_=PEER.to_bytes(), seqno=b"\x00" * 7 + b"\x02"
+    )
+    assert t.message_id(first) != t.message_id(again)
+    tx1 = Message(topic=t.txs, data=b"tx", from_=PEER.to_bytes(), seqno=b"\x01")
+    tx2 = Message(topic=t.txs, data=b"tx", from_=ME.to_bytes(), seqno=b"\x09")
+    assert t.message_id(tx1) == t.message_id(tx2)
+
+
+@given(st.binary(max_size=512))
+def test_wire_records_refuse_junk_with_a_typed_error(data: bytes) -> None:
+    from node.codec import CodecError
+    from node.sync import BlocksRequest, BlocksResponse, CheckpointResponse
+
+    for cls in (UpdateGossip, BlocksRequest, BlocksResponse, CheckpointResponse):
+        with contextlib.suppress(CodecError):  # anything else fails the test
+            cls.decode(data)
+
+
+@given(st.binary(min_size=1, max_size=64), st.binary(min_size=1, max_size=64))
+def test_update_gossip_roundtrip(tx: bytes, payload: bytes) -> None:
+    g = UpdateGossip(tx, payload)
+    assert UpdateGossip.decode(g.encode()) == g

@@ -1,0 +1,87 @@
+"""`fedchain testnet up` runs nodes to a target and reports; `--detach` + `down` stop them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from node.testnet_runner import STATE_FILE, NodeProc
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port_pair_base() -> int:
+    from test_daemon_testnet import _free_base_port
+
+    return _free_base_port()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _cli(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "node.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+
+
+def test_up_reaches_the_target_and_writes_a_report(tmp_path: Path, mnist_dir: Path) -> None:
+    d = tmp_path / "net"
+    r = _cli(
+        "testnet", "up", "--nodes", "3", "--dir", str(d), "--data-dir", str(mnist_dir),
+        "--base-port", str(_free_port_pair_base()), "--target-accuracy", "0.6",
+        "--max-rounds", "10", "--max-train-samples", "300", "--eval-samples", "1000",
+        "--timeout", "150",
+        timeout=240,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    report = json.loads((d / "report.json").read_text())
+    assert report["reached_target"] and report["nodes_agree"]
+    assert report["final_accuracy"] >= 0.6
+    assert report["exit_codes"] == {"0": 0, "1": 0, "2": 0}
+    assert report["history"] and report["history"][0]["updates"] >= 1
+    assert (d / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (d / STATE_FILE).exists()
+
+
+def test_detach_then_down(tmp_path: Path, mnist_dir: Path) -> None:
+    d = tmp_path / "bg"
+    r = _cli(
+        "testnet", "up", "--nodes", "1", "--engine", "solo", "--dir", str(d),
+        "--data-dir", str(mnist_dir), "--base-port", str(_free_port_pair_base()),
+        "--max-train-samples", "100", "--detach",
+        timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    state = json.loads((d / STATE_FILE).read_text())
+    pids = [int(n["pid"]) for n in state["nodes"]]
+    node = NodeProc(0, Path(state["nodes"][0]["home"]), state["nodes"][0]["rpc"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        s = node.status()
+        if s is not None and s["latest_height"] >= 2:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the detached node never produced blocks")
+    r = _cli("testnet", "down", "--dir", str(d), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "stopped 1 nodes" in r.stdout
+    assert not any(_alive(p) for p in pids)
+    r = _cli("testnet", "down", "--dir", str(d), timeout=30)
+    assert r.returncode == 1 and "no running testnet" in r.stderr

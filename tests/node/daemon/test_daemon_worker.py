@@ -1,0 +1,68 @@
+"""The FL worker trains off the loop and submits a valid update, or drops a stale one."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from chainkit import genesis_for
+
+from fl.models import init_params, model_hash
+from fl.update import decode_update
+from node.codec import sha256
+from node.crypto import PrivateKey
+from node.fl_worker import FLWorker, load_shard
+from node.ledger.ledger import Ledger
+from node.ledger.tx import ModelUpdate, Tx
+from node.model_store import ZERO_HASH
+
+KEYS = [PrivateKey.from_secret(f"worker-{i}") for i in range(2)]
+
+
+async def _run(tmp_path: Path, mnist_dir: Path, round_now: int) -> tuple[list[Tx], Ledger]:
+    g = genesis_for(KEYS, min_updates=1)
+    ledger = Ledger.open(tmp_path / "chain.sqlite", g, fsync=False)
+    shard = load_shard(g, KEYS[1].address, str(mnist_dir), max_samples=64, eval_samples=100)
+    assert shard is not None and len(shard.labels) == 64
+    got: list[Tx] = []
+    payloads: list[bytes] = []
+
+    async def submit(tx: Tx, payload: bytes) -> None:
+        got.append(tx)
+        payloads.append(payload)
+
+    w = FLWorker(
+        g, KEYS[1], shard, submit=submit, next_nonce=lambda: 0, current_round=lambda: round_now
+    )
+    params = init_params("cnn", 0)
+    w.on_model(0, ZERO_HASH, params)
+    w.on_model(0, ZERO_HASH, params)  # once per round
+    acc = await w.evaluate(params)
+    assert acc is not None and 0.0 <= acc <= 1.0
+    for _ in range(600):
+        if w._task is not None and w._task.done():
+            break
+        await asyncio.sleep(0.05)
+    await w.close()
+    for tx, p in zip(got, payloads, strict=True):
+        body = tx.body
+        assert isinstance(body, ModelUpdate)
+        assert body.payload_hash == sha256(p) and body.samples == 64
+        assert decode_update(p, "cnn").base_hash == model_hash(params)
+    return got, ledger
+
+
+async def test_worker_submits_an_update_the_ledger_accepts(tmp_path: Path, mnist_dir: Path) -> None:
+    got, ledger = await _run(tmp_path, mnist_dir, 0)
+    assert len(got) == 1
+    ledger.check_tx(got[0])  # signed, right round and base, a genesis trainer
+
+
+async def test_worker_drops_an_update_for_a_closed_round(tmp_path: Path, mnist_dir: Path) -> None:
+    got, _ = await _run(tmp_path, mnist_dir, 1)
+    assert got == []
+
+
+def test_non_trainers_get_no_shard(mnist_dir: Path) -> None:
+    g = genesis_for(KEYS)
+    assert load_shard(g, PrivateKey.from_secret("nobody").address, str(mnist_dir)) is None

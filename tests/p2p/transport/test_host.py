@@ -1,0 +1,332 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from node.p2p import identify, ping
+from node.p2p.connection import Stream, StreamReset
+from node.p2p.host import DialError, Host, PeerNotConnected
+from node.p2p.multiaddr import Multiaddr
+from node.p2p.multistream import NegotiationFailed
+from node.p2p.peer_id import IdentityKey
+from node.p2p.reqresp import HandlerError, RemoteError, ReqRespConfig, RequestError, RequestResponse
+
+from .conftest import dial_addr
+
+MakeHost = Any
+
+
+async def echo(stream: Stream) -> None:
+    while data := await stream.read():
+        await stream.write(data)
+
+
+async def wait_for(cond: Any, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():
+            await asyncio.sleep(0.01)
+
+
+async def test_connect_stream_ping_identify(make_host: MakeHost) -> None:
+    a, b = await make_host(), await make_host()
+    b.set_stream_handler("/echo/1", echo)
+    events: list[str] = []
+    b.add_notifee(lambda p: events.append(f"up {p}"), lambda p: events.append(f"down {p}"))
+    peer = await a.connect(dial_addr(b))
+    assert peer == b.peer_id
+    assert await a.connect(dial_addr(b)) == peer  # already connected: no second dial
+    await wait_for(lambda: a.peer_id in b.connected_peers())
+    assert events == [f"up {a.peer_id}"]
+
+    stream = await a.new_stream(peer, ["/missing/1", "/echo/1"])
+    assert stream.protocol == "/echo/1"
+    await stream.write(b"hello")
+    assert await stream.readexactly(5) == b"hello"
+    await stream.close()
+    assert await stream.read() == b""
+
+    rtts = await ping.ping(a, peer, count=3)
+    assert len(rtts) == 3 and all(r < 1 for r in rtts)
+
+    await wait_for(lambda: a.peer_protocols.get(peer) is not None)
+    assert "/echo/1" in a.peer_protocols[peer]
+    assert a.peer_agents[peer] == "fedchain/0.1.0"
+    assert a.peer_addrs(peer) == b.listen_addrs
+    info = await identify.request(b, b.connections(a.peer_id)[0])
+    assert info.observed_addr is not None and info.observed_addr.tcp_endpoint()[0] == "127.0.0.1"
+    assert info.listen_addrs == a.listen_addrs
+
+    with pytest.raises(NegotiationFailed):
+        await a.new_stream(peer, ["/nothing/1"])
+    b.disconnect(a.peer_id, "test")
+    await wait_for(lambda: not a.connected_peers())
+    assert events[-1] == f"down {a.peer_id}"
+    assert b.counters["disconnect:test"] == 1
+    with pytest.raises(PeerNotConnected):
+        await a.new_stream(peer, ["/echo/1"])
+
+
+async def test_dial_with_wrong_peer_id_is_refused(make_host: MakeHost) -> None:
+    a, b = await make_host(), await make_host()
+    wrong = b.listen_addrs[0].with_peer_id(IdentityKey.generate().peer_id)
+    with pytest.raises(DialError, match="peer_id_mismatch"):
+        await a.connect(wrong)
+    assert a.counters["peer_id_mismatch"] == 1
+    assert not a.connected_peers()
+    with pytest.raises(DialError):
+        await a.connect(Multiaddr.parse("/ip4/127.0.0.1/tcp/1"))
+
+
+async def test_many_concurrent_streams_and_large_transfer(make_host: MakeHost) -> None:
+    a, b = await make_host(), await make_host()
+    b.set_stream_handler("/echo/1", echo)
+    peer = await a.connect(dial_addr(b))
+    blob = bytes(range(256)) * 4096  # 1 MiB, larger than the initial 256 KiB window
+
+    async def one(i: int) -> None:
+        s = await a.new_stream(peer, ["/echo/1"])
+        writer = asyncio.create_task(s.write(blob[i:]))
+        got = await s.readexactly(len(blob) - i)
+        await writer
+        assert got == blob[i:]
+        await s.close()
+        assert await s.read() == b""
+
+    await asyncio.gather(*(one(i) for i in range(20)))
+
+
+async def test_slow_reader_blocks_writer_instead_of_buffering(make_host: MakeHost) -> None:
+    from node.p2p.yamux import YamuxConfig
+
+    window = 256 * 1024
+    a = await make_host(yamux=YamuxConfig(window=window))
+    b = await make_host(yamux=YamuxConfig(window=window))
+    gate = asyncio.Event()
+    received = 0
+
+    async def lazy(stream: Stream) -> None:
+        nonlocal received
+        await gate.wait()
+        while data := await stream.read():
+            received += len(data)
+
+    b.set_stream_handler("/lazy/1", lazy)
+    peer = await a.connect(dial_addr(b))
+    s = await a.new_stream(peer, ["/lazy/1"])
+    writer = asyncio.create_task(s.write(b"x" * (4 * window)))
+    await asyncio.sleep(0.3)
+    assert not writer.done()  # blocked on the window: nothing piles up unbounded
+    conn = b.connections(a.peer_id)[0]
+    assert sum(st._buffered for st in conn.streams.values()) <= window
+    gate.set()
+    await asyncio.wait_for(writer, 10)
+    await s.close()
+    await wait_for(lambda: received == 4 * window)
+
+
+async def test_handler_errors_reset_only_their_stream(make_host: MakeHost) -> None:
+    a, b = await make_host(), await make_host()
+
+    async def broken(stream: Stream) -> None:
+        raise RuntimeError("boom")
+
+    b.set_stream_handler("/broken/1", broken)
+    b.set_stream_handler("/echo/1", echo)
+    peer = await a.connect(dial_addr(b))
+    s = await a.new_stream(peer, ["/broken/1"])
+    with pytest.raises(StreamReset):
+        await s.readexactly(1)
+    s2 = await a.new_stream(peer, ["/echo/1"])
+    await s2.write(b"ok")
+    assert await s2.readexactly(2) == b"ok"
+    assert b.counters["handler_error"] == 1
+
+
+async def test_close_cancels_stream_tasks_and_notifies(make_host: MakeHost) -> None:
+    a, b = await make_host(), await make_host()
+    started = asyncio.Event()
+
+    async def forever(stream: Stream) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    b.set_stream_handler("/forever/1", forever)
+    peer = await a.connect(dial_addr(b))
+    s = await a.new_stream(peer, ["/forever/1"])
+    await started.wait()
+    await b.close()  # must not hang on the sleeping handler
+    with pytest.raises(StreamReset):
+        await asyncio.wait_for(s.read(), 5)
+    await wait_for(lambda: not a.connected_peers())
+
+
+async def test_persistent_peer_is_redialed_with_backoff(make_host: MakeHost) -> None:
+    b = await make_host()
+    a = await make_host(persistent=(dial_addr(b),), reconnect_base=0.05, reconnect_max=0.2)
+    await wait_for(lambda: b.peer_id in a.connected_peers())
+    for _ in range(2):
+        old = a.connections(b.peer_id)[0]
+        b.disconnect(a.peer_id, "test")
+        await wait_for(lambda old=old: old.closed)
+        # The manager redials on its own: a new connection replaces the old one.
+        await wait_for(lambda old=old: any(c is not old for c in a.connections(b.peer_id)))
+    assert a.connmgr.is_protected(b.peer_id)
+
+
+async def test_persistent_peer_that_is_down_counts_failures(make_host: MakeHost) -> None:
+    gone = Multiaddr.parse("/ip4/127.0.0.1/tcp/1").with_peer_id(IdentityKey.generate().peer_id)
+    a = await make_host(persistent=(gone,), reconnect_base=0.01, reconnect_max=0.05)
+    await wait_for(lambda: a.counters["reconnect_failed"] >= 3)
+
+
+async def test_max_peers_prunes_newest_unprotected(make_host: MakeHost) -> None:
+    hub = await make_host(max_peers=2, target_peers=2)
+    spokes = [await make_host() for _ in range(3)]
+    hub.connmgr.protect(spokes[2].peer_id, "test")
+    for s in spokes:
+        await s.connect(dial_addr(hub))
+        await asyncio.sleep(0.05)
+    await wait_for(lambda: len(hub.connected_peers()) == 2)
+    assert spokes[2].peer_id in hub.connected_peers()
+    assert spokes[0].peer_id in hub.connected_peers()
+    assert hub.counters["pruned"] == 1
+
+
+async def test_discovery_dials_exchanged_peers(make_host: MakeHost) -> None:
+    a, b, c = await make_host(), await make_host(), await make_host()
+    await a.connect(dial_addr(b))
+    await b.connect(dial_addr(c))
+    await wait_for(lambda: b.peer_addrs(c.peer_id) != [])
+    # What GossipSub PRUNE peer exchange does: hand peers and addresses to the host.
+    a.add_discovered_peers([(c.peer_id, b.peer_addrs(c.peer_id))])
+    await wait_for(lambda: c.peer_id in a.connected_peers())
+
+
+async def test_bootstrap_and_identify_addresses(make_host: MakeHost) -> None:
+    b = await make_host()
+    a = await make_host(bootstrap=(dial_addr(b),))
+    await wait_for(lambda: b.peer_id in a.connected_peers())
+    await wait_for(lambda: b.peer_addrs(a.peer_id) == a.listen_addrs)
+
+
+async def test_request_response(make_host: MakeHost) -> None:
+    a, b = await make_host(), await make_host()
+    gate = asyncio.Event()
+
+    async def handler(peer: object, data: bytes) -> bytes:
+        if data == b"fail":
+            raise HandlerError("no such block")
+        if data == b"slow":
+            await gate.wait()
+        return data[::-1]
+
+    cfg = ReqRespConfig(max_response=1 << 20, timeout=2.0, max_inbound_per_peer=2)
+    RequestResponse(b, "/fedchain/test/1", handler, cfg)
+    client = RequestResponse(a, "/fedchain/test/1", None, ReqRespConfig(max_outbound_per_peer=8))
+    peer = await a.connect(dial_addr(b))
+    assert await client.request(peer, b"abc") == b"cba"
+    big = b"q" * 500_000
+    assert await client.request(peer, big) == big[::-1]
+    with pytest.raises(RemoteError, match="no such block"):
+        await client.request(peer, b"fail")
+    with pytest.raises(RequestError):
+        await client.request(peer, b"r" * (2 << 20))
+    # Over the per-peer limit the responder refuses instead of queueing.
+    slow = [asyncio.create_task(client.request(peer, b"slow", timeout=5)) for _ in range(2)]
+    await asyncio.sleep(0.2)
+    with pytest.raises(RequestError):
+        await client.request(peer, b"x")
+    assert b.counters["reqresp_busy"] >= 1
+    gate.set()
+    assert await asyncio.gather(*slow) == [b"wols", b"wols"]
+    with pytest.raises(RequestError):
+        await client.request(peer, b"z" * 10, timeout=0.000001)
+
+
+async def test_host_without_listen_addrs_can_dial(make_host: MakeHost) -> None:
+    a = await make_host(listen=False)
+    b = await make_host()
+    assert a.listen_addrs == []
+    await a.connect(dial_addr(b))
+    assert isinstance(a, Host) and a.connected_peers() == [b.peer_id]
+
+
+def test_hosts_work_on_uvloop() -> None:
+    """The node runs on uvloop, whose transports are not asyncio.Transport subclasses."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> None:
+        local = Multiaddr.parse("/ip4/127.0.0.1/tcp/0")
+        async with (
+            Host(IdentityKey.generate(), listen=[local]) as a,
+            Host(IdentityKey.generate(), listen=[local]) as b,
+        ):
+            b.set_stream_handler("/echo/1", echo)
+            peer = await a.connect(dial_addr(b))
+            assert await ping.ping(a, peer, count=2)
+            s = await a.new_stream(peer, ["/echo/1"])
+            await s.write(b"x" * 300_000)
+            assert await s.readexactly(300_000) == b"x" * 300_000
+            await s.close()
+        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert not leftover
+
+    uvloop.run(scenario())
+
+
+async def test_disconnect_with_ban_refuses_reconnects(make_host: MakeHost) -> None:
+    a, b = await make_host(), await make_host()
+    await a.connect(dial_addr(b))
+    await wait_for(lambda: a.peer_id in b.connected_peers())
+    b.disconnect(a.peer_id, "graylisted", ban=30)
+    await wait_for(lambda: not a.connected_peers())
+    with pytest.raises(DialError):  # b refuses a after the handshake
+        await a.connect(dial_addr(b))
+        await wait_for(lambda: not a.connected_peers())
+        raise DialError("refused by the remote")
+    with pytest.raises(DialError, match="banned"):
+        await b.connect(dial_addr(a))
+    assert b.counters["banned_peer"] >= 1
+    assert b.connected_peers() == []
+
+
+async def test_wildcard_listener_advertises_concrete_addresses(make_host: MakeHost) -> None:
+    # White-box (no socket bound to 0.0.0.0 in tests): what a wildcard listener advertises.
+    h = Host(IdentityKey.generate())
+    h._listen_addrs = [Multiaddr.parse("/ip4/0.0.0.0/tcp/26656")]
+    adv = h.advertised_addrs()
+    assert adv and all(a.tcp_endpoint()[1] == 26656 for a in adv)
+    assert all(a.tcp_endpoint()[0] != "0.0.0.0" for a in adv)
+    announced = Multiaddr.parse("/dns4/node0/tcp/26656")
+    h2 = await make_host(announce=(announced,))
+    assert h2.advertised_addrs() == [announced]
+
+
+async def test_identify_push_announces_new_protocols(make_host: MakeHost) -> None:
+    a, b = await make_host(), await make_host()
+    peer = await a.connect(dial_addr(b))
+    await wait_for(lambda: peer in a.peer_protocols)
+    assert "/late/1" not in a.peer_protocols[peer]
+    b.set_stream_handler("/late/1", echo)  # registered after the connection exists
+    await wait_for(lambda: "/late/1" in a.peer_protocols.get(peer, []))
+    b.remove_stream_handler("/late/1")
+    await wait_for(lambda: "/late/1" not in a.peer_protocols.get(peer, []))
+
+
+async def test_new_stream_can_dial_known_peers(make_host: MakeHost) -> None:
+    a, b = await make_host(), await make_host()
+    b.set_stream_handler("/echo/1", echo)
+    with pytest.raises(PeerNotConnected):
+        await a.new_stream(b.peer_id, ["/echo/1"], dial=True)  # no address known
+    a.add_peer_addrs(b.peer_id, b.listen_addrs)
+    with pytest.raises(PeerNotConnected):
+        await a.new_stream(b.peer_id, ["/echo/1"])  # dialing is opt-in
+    s = await a.new_stream(b.peer_id, ["/echo/1"], dial=True)
+    await s.write(b"hi")
+    assert await s.readexactly(2) == b"hi"
+    gone = IdentityKey.generate().peer_id
+    a.add_peer_addrs(gone, [Multiaddr.parse("/ip4/127.0.0.1/tcp/1")])
+    with pytest.raises(DialError):
+        await a.new_stream(gone, ["/echo/1"], dial=True)

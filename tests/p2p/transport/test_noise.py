@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from node.p2p import noise
+from node.p2p.noise import NoiseError, NoiseSession, PeerMismatch
+from node.p2p.pb import noise_pb2
+from node.p2p.peer_id import IdentityKey
+
+
+def handshake(
+    a: IdentityKey, b: IdentityKey, expected: object = None
+) -> tuple[NoiseSession, NoiseSession]:
+    i = NoiseSession(a, initiator=True, expected_peer=expected)  # type: ignore[arg-type]
+    r = NoiseSession(b, initiator=False)
+    r.receive_data(i.data_to_send())
+    i.receive_data(r.data_to_send())
+    r.receive_data(i.data_to_send())
+    return i, r
+
+
+def test_handshake_authenticates_both_sides_and_encrypts() -> None:
+    a, b = IdentityKey.generate(), IdentityKey.generate()
+    i, r = handshake(a, b, b.peer_id)
+    assert i.handshake_complete and r.handshake_complete
+    assert i.remote_peer == b.peer_id and r.remote_peer == a.peer_id
+    wire = i.encrypt(b"secret")
+    assert b"secret" not in wire
+    assert r.receive_data(wire) == b"secret"
+    assert i.receive_data(r.encrypt(b"back")) == b"back"
+
+
+def test_large_writes_are_split_into_max_size_frames() -> None:
+    i, r = handshake(IdentityKey.generate(), IdentityKey.generate())
+    data = bytes(range(256)) * 1000
+    wire = i.encrypt(data)
+    assert int.from_bytes(wire[:2], "big") == noise.MAX_FRAME
+    # Delivered in odd-sized pieces the plaintext still arrives whole and in order.
+    got = b"".join(r.receive_data(wire[k : k + 7777]) for k in range(0, len(wire), 7777))
+    assert got == data
+
+
+def test_dialing_the_wrong_peer_id_fails() -> None:
+    a, b, c = IdentityKey.generate(), IdentityKey.generate(), IdentityKey.generate()
+    with pytest.raises(PeerMismatch):
+        handshake(a, b, c.peer_id)
+
+
+def test_identity_signature_must_cover_the_static_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = IdentityKey.generate(), IdentityKey.generate()
+
+    def forged(identity: IdentityKey, static_pub: bytes) -> bytes:
+        sig = identity.sign(noise.SIGNATURE_PREFIX + bytes(32))  # signs some other key
+        return noise_pb2.NoiseHandshakePayload(
+            identity_key=identity.public_key_proto(), identity_sig=sig
+        ).SerializeToString()
+
+    monkeypatch.setattr(noise, "make_payload", forged)
+    with pytest.raises(NoiseError, match="signature"):
+        handshake(a, b)
+
+
+def test_payload_without_identity_is_rejected() -> None:
+    with pytest.raises(NoiseError):
+        noise.verify_payload(b"", bytes(32))
+    with pytest.raises(NoiseError):
+        noise.verify_payload(b"\xff\xff", bytes(32))
+
+
+def test_tampered_transport_frame_fails_authentication() -> None:
+    i, r = handshake(IdentityKey.generate(), IdentityKey.generate())
+    wire = bytearray(i.encrypt(b"payload"))
+    wire[5] ^= 1
+    with pytest.raises(NoiseError):
+        r.receive_data(bytes(wire))
+
+
+def test_replayed_frame_fails() -> None:
+    i, r = handshake(IdentityKey.generate(), IdentityKey.generate())
+    wire = i.encrypt(b"once")
+    r.receive_data(wire)
+    with pytest.raises(NoiseError):
+        r.receive_data(wire)
+
+
+def test_bad_first_message_and_low_order_key() -> None:
+    r = NoiseSession(IdentityKey.generate(), initiator=False)
+    with pytest.raises(NoiseError):
+        r.receive_data(b"\x00\x03abc")
+    r = NoiseSession(IdentityKey.generate(), initiator=False)
+    with pytest.raises(NoiseError):
+        r.receive_data(b"\x00\x20" + bytes(32))  # all-zero X25519 point
+
+
+def test_garbage_second_message_fails() -> None:
+    i = NoiseSession(IdentityKey.generate(), initiator=True)
+    i.data_to_send()
+    with pytest.raises(NoiseError):
+        i.receive_data(b"\x00\x60" + bytes(range(96)))
+
+
+@given(st.binary(max_size=400))
+def test_fuzz_responder_input(data: bytes) -> None:
+    r = NoiseSession(IdentityKey.from_seed(bytes(32)), initiator=False)
+    with contextlib.suppress(NoiseError):
+        r.receive_data(data)
+
+
+@given(st.binary(max_size=300))
+def test_fuzz_transport_frames(data: bytes) -> None:
+    _, r = handshake(IdentityKey.from_seed(bytes(32)), IdentityKey.from_seed(b"\x01" * 32))
+    with contextlib.suppress(NoiseError):
+        assert r.receive_data(data) == b""
