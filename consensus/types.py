@@ -11,7 +11,7 @@ Every signature covers the chain id, so a vote from one chain is worthless on an
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from node.codec import U8, U32, U64, Bytes, Bytes20, Bytes32, Bytes64, CodecError, Record, Seq, Str
 from node.crypto import address_of, verify
@@ -20,6 +20,7 @@ ChainId = Annotated[str, Str(64, "abcdefghijklmnopqrstuvwxyz0123456789-_.")]
 # An empty block hash means "nil" (a vote for no block).
 MaybeHash = Annotated[bytes, Bytes(0, 32)]
 MAX_VALIDATORS = 1024
+R = TypeVar("R", bound=Record)
 
 
 class VoteType(IntEnum):
@@ -186,6 +187,11 @@ class CommitError(ValueError):
     """A commit certificate does not prove a decision."""
 
 
+def _by_hash(a: R, b: R) -> tuple[R, R]:
+    """Evidence holds its two messages in hash order, so one offence has one encoding."""
+    return (a, b) if a.hash < b.hash else (b, a)
+
+
 class DuplicateVoteEvidence(Record):
     """Two different votes signed by one validator for one (height, round, type)."""
 
@@ -209,8 +215,7 @@ class DuplicateVoteEvidence(Record):
 
     @classmethod
     def of(cls, a: Vote, b: Vote) -> DuplicateVoteEvidence:
-        first, second = (a, b) if a.hash < b.hash else (b, a)
-        ev = cls(first, second)
+        ev = cls(*_by_hash(a, b))
         ev._check("")
         return ev
 
@@ -253,8 +258,7 @@ class DuplicateProposalEvidence(Record):
 
     @classmethod
     def of(cls, a: Proposal, b: Proposal) -> DuplicateProposalEvidence:
-        first, second = (a, b) if a.hash < b.hash else (b, a)
-        ev = cls(first, second)
+        ev = cls(*_by_hash(a, b))
         ev._check("")
         return ev
 

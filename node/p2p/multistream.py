@@ -11,7 +11,7 @@ handed back as ``leftover``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from node.p2p.varint import VarintError, decode_uvarint, encode_uvarint
 
@@ -74,17 +74,13 @@ class MessageReader:
         return rest
 
 
-class Dialer:
-    """The proposing side. Sends the header and its first proposal at once (pipelined)."""
+class _Negotiator:
+    """What both sides share: the output buffer, the reader and the header check."""
 
-    def __init__(self, protocols: Sequence[str]) -> None:
-        if not protocols:
-            raise ValueError("at least one protocol must be proposed")
-        self._protocols = list(protocols)
-        self._index = 0
+    def __init__(self, first_output: bytes) -> None:
         self._reader = MessageReader()
         self._header_seen = False
-        self._out = bytearray(encode_message(PROTOCOL_ID) + encode_message(self._protocols[0]))
+        self._out = bytearray(first_output)
         self.selected: str | None = None
         self.leftover = b""
 
@@ -93,8 +89,8 @@ class Dialer:
         self._out.clear()
         return out
 
-    def receive_data(self, data: bytes) -> str | None:
-        """Feed bytes; returns the agreed protocol once known. Raises on failure."""
+    def _messages(self, data: bytes) -> Iterator[str]:
+        """Feed ``data`` and yield the messages after the multistream header."""
         if self.selected is not None:
             raise MultistreamError("negotiation already finished")
         self._reader.feed(data)
@@ -104,11 +100,30 @@ class Dialer:
                     raise MultistreamError(f"unexpected header {msg[:64]!r}")
                 self._header_seen = True
                 continue
+            yield msg
+
+    def _select(self, protocol: str) -> str:
+        self.selected = protocol
+        self.leftover = self._reader.take_rest()
+        return protocol
+
+
+class Dialer(_Negotiator):
+    """The proposing side. Sends the header and its first proposal at once (pipelined)."""
+
+    def __init__(self, protocols: Sequence[str]) -> None:
+        if not protocols:
+            raise ValueError("at least one protocol must be proposed")
+        super().__init__(encode_message(PROTOCOL_ID) + encode_message(protocols[0]))
+        self._protocols = list(protocols)
+        self._index = 0
+
+    def receive_data(self, data: bytes) -> str | None:
+        """Feed bytes; returns the agreed protocol once known. Raises on failure."""
+        for msg in self._messages(data):
             current = self._protocols[self._index]
             if msg == current:
-                self.selected = current
-                self.leftover = self._reader.take_rest()
-                return current
+                return self._select(current)
             if msg != NA:
                 raise MultistreamError(f"unexpected answer {msg[:64]!r} to {current!r}")
             self._index += 1
@@ -118,40 +133,21 @@ class Dialer:
         return None
 
 
-class Listener:
+class Listener(_Negotiator):
     """The answering side: accepts the first proposal that ``supports`` says yes to."""
 
     def __init__(self, supports: Callable[[str], bool]) -> None:
+        super().__init__(encode_message(PROTOCOL_ID))
         self._supports = supports
-        self._reader = MessageReader()
-        self._header_seen = False
         self._proposals = 0
-        self._out = bytearray(encode_message(PROTOCOL_ID))
-        self.selected: str | None = None
-        self.leftover = b""
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
 
     def receive_data(self, data: bytes) -> str | None:
-        if self.selected is not None:
-            raise MultistreamError("negotiation already finished")
-        self._reader.feed(data)
-        while (msg := self._reader.next_message()) is not None:
-            if not self._header_seen:
-                if msg != PROTOCOL_ID:
-                    raise MultistreamError(f"unexpected header {msg[:64]!r}")
-                self._header_seen = True
-                continue
+        for msg in self._messages(data):
             self._proposals += 1
             if self._proposals > MAX_PROPOSALS:
                 raise NegotiationFailed("too many rejected proposals")
             if msg and msg != "ls" and self._supports(msg):
-                self.selected = msg
                 self._out += encode_message(msg)
-                self.leftover = self._reader.take_rest()
-                return msg
+                return self._select(msg)
             self._out += encode_message(NA)
         return None
