@@ -90,8 +90,8 @@ def register_start(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--eval-samples",
         type=positive_int,
-        default=10_000,
-        help="test images used to report accuracy (default: all 10000)",
+        default=None,
+        help="test images used to report accuracy (default: config.toml fl.eval_samples)",
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
     p.set_defaults(func=_cmd_start)

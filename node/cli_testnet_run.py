@@ -60,6 +60,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             model=args.model,
             base_port=args.base_port,
             fl_data_dir=args.data_dir or "",
+            eval_samples=args.eval_samples,
         )
     except HomeError as e:
         raise CLIError(str(e)) from e
@@ -68,8 +69,6 @@ def _cmd_up(args: argparse.Namespace) -> int:
     extra: list[str] = []
     if args.max_train_samples:
         extra += ["--max-train-samples", str(args.max_train_samples)]
-    if args.eval_samples:
-        extra += ["--eval-samples", str(args.eval_samples)]
     net = Testnet.from_homes(directory, tuple(extra))
     net.start(detach=args.detach)
     console = Console()
@@ -159,8 +158,9 @@ def register_testnet_run(tsub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--eval-samples",
         type=positive_int,
-        default=None,
-        help="test images each node evaluates on (default: all 10000)",
+        default=10_000,
+        help="test images node0 evaluates each global model on (default: all 10000); the "
+        "other nodes, sharing this machine, use at most the first 1000",
     )
     p.add_argument(
         "--detach",

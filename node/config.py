@@ -65,6 +65,7 @@ class FLConfig:
     data_dir: str = ""  # MNIST directory; empty: $FEDCHAIN_DATA_DIR or the user cache
     torch_threads: int = 1
     device: str = "auto"
+    eval_samples: int = 10_000  # test images this node reports its accuracy on
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,8 @@ class Config:
             raise ConfigError("rpc.max_body_bytes: must be between 1024 and 67108864")
         if not 1 <= self.fl.torch_threads <= 256:
             raise ConfigError("fl.torch_threads: must be between 1 and 256")
+        if not 1 <= self.fl.eval_samples <= 10_000:
+            raise ConfigError("fl.eval_samples: must be between 1 and 10000")
         dev = self.fl.device
         if dev not in ("auto", "cpu", "mps", "cuda") and not (
             dev.startswith("cuda:") and dev[5:].isdigit()
@@ -239,6 +242,9 @@ data_dir = {fl_data_dir}
 torch_threads = {fl_torch_threads}
 # auto | cpu | cuda | cuda:N | mps
 device = {fl_device}
+# Test images (the first N of the 10,000) this node evaluates each global model on for
+# /status and /fl/history.
+eval_samples = {fl_eval_samples}
 """
 
 

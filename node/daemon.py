@@ -8,9 +8,20 @@ Start-up: connect to the configured peers (persistent + bootstrap, waiting a few
 for the first), pull missing blocks (``node.sync``), then build the engine for the height
 reached, from this node's own checkpoint or, if sync went past it, a peer's, and start
 consensus. A new node also fetches the current global model by hash rather than
-replaying every round. Shutdown (SIGTERM/SIGINT): stop consensus and training first, so
-nothing new is committed, then close the network (peers see the connections close), then
-the stores (every committed block is already durable: one SQLite transaction per block).
+replaying every round.
+
+Running: the engine's own catch-up only reaches as far back as its peers remember
+decisions, so a node that falls further behind (partitioned, paused, or it lost the
+messages of a height in a reconnect) would otherwise stay at its height forever. A
+watcher probes one peer a second for certified blocks past our height
+(``BlockSync.probe``); when ``LagDetector`` says we are really behind, it stops the
+engine, block-syncs, fetches the current global model, and rebuilds the engine from a
+peer's checkpoint at the height reached (``catching_up`` in /status meanwhile). It also
+starts the engine when start-up could not (no peer checkpoint yet).
+
+Shutdown (SIGTERM/SIGINT): stop the watcher, consensus and training first, so nothing new
+is committed, then close the network (peers see the connections close), then the stores
+(every committed block is already durable: one SQLite transaction per block).
 """
 
 from __future__ import annotations
@@ -19,12 +30,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import resource
 import signal
 import sqlite3
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +45,8 @@ from consensus.privval import FileStateStore, GuardedSigner
 from consensus.registry import EngineConfig, create_engine
 from consensus.types import Commit, DuplicateVoteEvidence
 from fl.models import Params
-from fl.train import TrainConfig
-from node.app import CommittedBlock, NodeApp
+from fl.train import Evaluation, TrainConfig
+from node.app import AppError, CommittedBlock, NodeApp
 from node.blobsync import BlobSync, BlobUnavailable
 from node.codec import Record
 from node.commit_store import CommitStore
@@ -62,7 +74,8 @@ from node.p2p.reqresp import ReqRespConfig, RequestResponse
 from node.rpc.server import RPCServer
 from node.rpc.view import LocalView, ModelSnapshot, PeerInfo, RoundStats
 from node.store.blobs import BlobStore
-from node.sync import BlockSync
+from node.store.chain import StoreError
+from node.sync import BadSyncPeer, BlockSync, CatchUpPolicy, LagDetector, Probe
 
 __all__ = ["CONSENSUS_DIRECT_PROTOCOL", "Daemon", "DaemonOptions"]
 
@@ -70,6 +83,10 @@ log = logging.getLogger(__name__)
 
 CONSENSUS_DIRECT_PROTOCOL = "/fedchain/consensus/1"
 KEEP_ROUNDS = 3
+# Peer checkpoints tried per attempt to (re)start the engine; the watcher tries again a
+# second later when all fail, so a node never gives up on consensus for good.
+RESUME_TRIES = 10
+PROBE_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -78,9 +95,11 @@ class DaemonOptions:
     bootstrap: tuple[str, ...] = ()
     peer_wait: float = 5.0  # seconds to wait for a first peer before syncing
     max_train_samples: int | None = None
-    eval_samples: int = 10_000
+    eval_samples: int | None = None  # None: config.toml's fl.eval_samples
     train: TrainConfig | None = None
     fsync: bool = True
+    catchup_interval: float = 1.0  # seconds between lag probes (one peer each)
+    catchup: CatchUpPolicy = field(default_factory=CatchUpPolicy)
 
 
 class Daemon:
@@ -90,6 +109,8 @@ class Daemon:
         self.stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.consensus: AsyncConsensus | None = None
+        self._paused: AsyncConsensus | None = None  # being stopped by the watcher
+        self._watcher: asyncio.Task[None] | None = None
         self.worker: FLWorker | None = None
         self._round_started = time.monotonic()
         self._last_block = time.monotonic()
@@ -185,6 +206,8 @@ class Daemon:
         self._spawn(self._housekeeping(), "housekeeping")
         await self._catch_up()
         self._start_consensus()
+        if not self.opts.dev:
+            self._watcher = asyncio.create_task(self._watch(), name="catch-up")
         self._model_available()
         await self._start_worker()
 
@@ -200,46 +223,55 @@ class Daemon:
             if n == 0:
                 break
             log.info("block sync applied %d blocks, now at height %d", n, self.ledger.height)
-        self.view.syncing = False
         meta = self.ledger.state.meta
         if not self.models.has(meta.global_model):
             await self._fetch_model(meta.global_model, meta.fl_round)
 
     def _start_consensus(self) -> None:
+        """Start the engine from local state when that is enough; otherwise the watcher
+        starts it from a peer's checkpoint (``_resume``) as soon as it runs."""
+        engine = self._local_engine()
+        if engine is not None:
+            self._run_engine(engine)
+
+    def _local_engine(self) -> Engine | None:
+        """An engine for the next height from this node's own state, when it has it."""
         height = self.ledger.height
         own = self.commits.checkpoint()
-        recovery = own[1] if own is not None and own[0] == height else None
-        if recovery is None and height > 0 and len(self.ledger.validator_set().validators) == 1:
+        if own is not None and own[0] == height:
+            engine = self._engine_from(own[1], height)
+            if engine is not None:
+                return engine
+        if height == 0:
+            return self._make_engine(None)
+        if len(self.ledger.validator_set().validators) == 1:
             # A lone validator (a dev chain) has nothing to learn from peers: its engine
             # state is just the height, and NodeApp supplies the last commit itself.
             log.warning("no checkpoint for height %d: starting the engine afresh", height)
-        elif recovery is None and height > 0:
-            self._spawn(self._start_from_peer_checkpoint(), "checkpoint")
-            return
-        self._launch_engine(recovery)
+            return self._make_engine(None)
+        return None
 
-    async def _start_from_peer_checkpoint(self) -> None:
-        """Synced past our own checkpoint: resume from a peer's checkpoint at our height,
-        syncing again when peers moved on meanwhile (bounded)."""
-        for _ in range(60):
-            height = self.ledger.height
-            data = await self.blocksync.fetch_checkpoint(height)
-            if data is not None:
-                try:
-                    engine = self._make_engine(data)
-                except Exception as e:  # hostile or corrupt bytes: ask again
-                    log.warning("unusable peer checkpoint for height %d: %s", height, e)
-                else:
-                    if engine.height == height + 1:
-                        self._run_engine(engine)
-                        return
-                    log.warning("peer checkpoint resumes at %d, not %d", engine.height, height + 1)
-            await self.blocksync.sync()
-            await asyncio.sleep(0.5)
-        log.error("no peer checkpoint for height %d: consensus not started", self.ledger.height)
+    def _engine_from(self, recovery: bytes, height: int) -> Engine | None:
+        """An engine resuming at ``height + 1`` from checkpoint bytes, or None when they
+        are unusable (corrupt, hostile, or for another height)."""
+        try:
+            engine = self._make_engine(recovery)
+        except Exception as e:  # hostile or corrupt bytes: the caller asks elsewhere
+            log.warning("unusable checkpoint for height %d: %s", height, e)
+            return None
+        if engine.height != height + 1:
+            log.warning("checkpoint resumes at %d, not %d", engine.height, height + 1)
+            return None
+        return engine
 
-    def _launch_engine(self, recovery: bytes | None) -> None:
-        self._run_engine(self._make_engine(recovery))
+    async def _engine_from_peers(self) -> Engine | None:
+        """Synced past our own checkpoint: resume from a peer's, syncing up to exactly its
+        height (peers keep committing meanwhile); bounded, None when every try failed."""
+        return await self.blocksync.resume_from_checkpoint(
+            lambda cp: self._engine_from(cp.data, cp.height),
+            local=self._local_engine,
+            tries=RESUME_TRIES,
+        )
 
     def _make_engine(self, recovery: bytes | None) -> Engine:
         g = self.genesis
@@ -261,6 +293,8 @@ class Daemon:
         return engine
 
     def _run_engine(self, engine: Engine) -> None:
+        if self._closing:
+            return
         g = self.genesis
         height = self.ledger.height
         self.consensus = AsyncConsensus(
@@ -274,7 +308,93 @@ class Daemon:
             on_failure=self._consensus_failed,
         )
         self.consensus.start()
+        self.view.syncing = False
         log.info("consensus (%s) started at height %d", g.consensus_engine, height + 1)
+
+    # ----------------------------------------------------------------- falling behind
+
+    async def _watch(self) -> None:
+        """Keep consensus running at the chain's height (see the module docstring)."""
+        detector = LagDetector(self.opts.catchup)
+        while True:
+            try:
+                if self.consensus is None:
+                    await self._resume()
+                else:
+                    probe = await self._probe()
+                    now = time.monotonic()
+                    if probe is not None and detector.observe(self.ledger.height, probe, now):
+                        await self._resync(detector, probe)
+            except (AppError, StoreError, sqlite3.Error) as e:
+                # A certified block that does not apply, or a failing store: this node
+                # cannot follow the chain; stop loudly rather than idle without consensus.
+                log.exception("catching up failed")
+                self._consensus_failed(e)
+                return
+            except Exception:
+                # Peers' faults end as BadSyncPeer inside sync; whatever else went wrong,
+                # the next round of the loop tries again (and restarts the engine).
+                log.exception("catching up failed; trying again")
+            await asyncio.sleep(self.opts.catchup_interval)
+
+    async def _probe(self) -> Probe | None:
+        peers = self.host.connected_peers()
+        if not peers:
+            return None
+        peer = random.choice(peers)
+        try:
+            return await self.blocksync.probe(peer, timeout=PROBE_TIMEOUT)
+        except BadSyncPeer as e:
+            log.info("lag probe of %s: %s", peer, e)
+            return None
+
+    async def _resync(self, detector: LagDetector, probe: Probe) -> None:
+        """Stop the engine, block-sync, and start a new engine at the height reached."""
+        log.warning(
+            "behind the chain at height %d (%s has certified blocks to %d, claims %d): "
+            "pausing consensus to sync",
+            self.ledger.height,
+            probe.peer,
+            probe.proven,
+            probe.tip,
+        )
+        self.view.syncing = True
+        consensus, self.consensus = self.consensus, None
+        if consensus is not None:
+            self._paused = consensus
+            await consensus.close()
+            self._paused = None
+        applied = 0
+        for _ in range(5):
+            n = await self.blocksync.sync()
+            applied += n
+            if n == 0:
+                break
+        detector.synced(applied, time.monotonic())
+        log.info("caught up %d blocks, now at height %d", applied, self.ledger.height)
+        meta = self.ledger.state.meta
+        if not self.models.has(meta.global_model):
+            # One try only while consensus is paused (a round-closing proposal needs it
+            # as the base); _resume keeps trying with the engine running.
+            await self._fetch_model(meta.global_model, meta.fl_round, tries=1)
+        await self._resume()
+
+    async def _resume(self) -> None:
+        """(Re)start the engine at our height; if the worker and RPC view were not told
+        about the current round's model (its rounds closed by sync), fetch and announce it."""
+        self.view.syncing = True
+        engine = await self._engine_from_peers()
+        if engine is None:
+            log.warning("no usable checkpoint for height %d yet: retrying", self.ledger.height)
+            return
+        self._run_engine(engine)
+        meta = self.ledger.state.meta
+        snapshot = self.view.snapshot
+        if snapshot is None or snapshot.round != meta.fl_round:
+            if not self.models.has(meta.global_model):
+                await self._fetch_model(meta.global_model, meta.fl_round)
+            self._round_started = time.monotonic()
+            self._model_available()
 
     async def _start_worker(self) -> None:
         cfg = self.config
@@ -288,7 +408,7 @@ class Daemon:
                 self.vkey.address,
                 cfg.fl.data_dir or None,
                 max_samples=self.opts.max_train_samples,
-                eval_samples=self.opts.eval_samples,
+                eval_samples=self.opts.eval_samples or cfg.fl.eval_samples,
             ),
         )
         train = self.opts.train or TrainConfig(threads=cfg.fl.torch_threads, device=cfg.fl.device)
@@ -361,8 +481,9 @@ class Daemon:
         if not self.models.has(h.global_model_hash):
             await self._fetch_model(h.global_model_hash, h.fl_round)
         accuracy = self._model_available()
-        acc = await accuracy if accuracy is not None else None
-        stats = RoundStats(h.fl_round - 1, h.height, ev.updates, acc, None, seconds)
+        result = await accuracy if accuracy is not None else None
+        acc, loss = (result.accuracy, result.loss) if result is not None else (None, None)
+        stats = RoundStats(h.fl_round - 1, h.height, ev.updates, acc, loss, seconds)
         self.view.history.append(stats)
         self._log_round(ev, seconds, acc, closed_at)
 
@@ -397,8 +518,8 @@ class Daemon:
         except OSError as e:
             log.warning("cannot write %s: %s", path, e)
 
-    async def _fetch_model(self, digest: bytes, round: int) -> None:
-        for _ in range(20):
+    async def _fetch_model(self, digest: bytes, round: int, tries: int = 20) -> None:
+        for _ in range(tries):
             try:
                 data = await self.blobsync.fetch(digest)
                 self.models.put_bytes(data, digest, round=round)
@@ -408,7 +529,7 @@ class Daemon:
                 log.info("global model %s not fetched yet: %s", digest.hex()[:16], e)
                 await asyncio.sleep(1.0)
 
-    def _model_available(self) -> asyncio.Task[float | None] | None:
+    def _model_available(self) -> asyncio.Task[Evaluation | None] | None:
         """Tell the worker and the RPC view about the current global model."""
         meta = self.ledger.state.meta
         try:
@@ -420,21 +541,21 @@ class Daemon:
         if self.worker is None:
             return None
         self.worker.on_model(meta.fl_round, meta.global_model, params)
-        # Until evaluated, no accuracy: /status then never pairs the new model's round with
-        # the old model's accuracy.
-        self.view.test_accuracy = None
         task = asyncio.create_task(self._evaluate(params, meta.fl_round), name="evaluate")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _evaluate(self, params: Params, round: int) -> float | None:
+    async def _evaluate(self, params: Params, round: int) -> Evaluation | None:
         assert self.worker is not None
-        acc = await self.worker.evaluate(params)
-        if acc is not None and self.ledger.state.meta.fl_round == round:
-            self.view.test_accuracy = acc
-            self.view.metrics.test_accuracy.set(acc)
-        return acc
+        result = await self.worker.evaluate(params)
+        # /status keeps the newest evaluated model's accuracy together with its round (the
+        # evaluation may finish after later rounds closed; it may also have been skipped).
+        seen = self.view.test_accuracy_round
+        if result is not None and (seen is None or round >= seen):
+            self.view.test_accuracy, self.view.test_accuracy_round = result.accuracy, round
+            self.view.metrics.test_accuracy.set(result.accuracy)
+        return result
 
     def _on_evidence(self, evidence: Record) -> None:
         if not isinstance(evidence, DuplicateVoteEvidence):
@@ -519,6 +640,12 @@ class Daemon:
         if self._closing:
             return
         self._closing = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watcher
+        if self._paused is not None:
+            await self._paused.close()
         if self.worker is not None:
             await self.worker.close()
         if self.consensus is not None:

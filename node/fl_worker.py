@@ -11,7 +11,11 @@ model on a slice of the test set for ``/status`` and ``/fl/history``.
 
 The shard is this node's part of ``partition(genesis.fl.partition, labels, #trainers,
 init_seed)``, indexed by the node's position in the genesis trainer list, so the nodes of
-one network split the data disjointly without talking about it.
+one network split the data disjointly without talking about it. Only the shard's rows of
+the training images are kept in memory (see ``fl.data``).
+
+``close`` sets a stop flag that the training and evaluation loops check between batches,
+so a node stopping mid-round exits in well under a second instead of finishing the epoch.
 """
 
 from __future__ import annotations
@@ -19,17 +23,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from fl.data import load_mnist
 from fl.models import Params, model_hash
 from fl.partition import partition
-from fl.train import TrainConfig, evaluate, params_delta, train_local
+from fl.train import (
+    Evaluation,
+    TrainConfig,
+    TrainingStopped,
+    evaluate_metrics,
+    params_delta,
+    train_local,
+)
 from fl.update import encode_update
 from node.codec import sha256
 from node.crypto import PrivateKey
@@ -41,8 +54,13 @@ __all__ = ["FLWorker", "Shard", "TrainOutcome", "load_shard"]
 log = logging.getLogger(__name__)
 
 # Activations of a 2,000-image evaluation batch took a node's peak RSS from ~500 MB to
-# ~820 MB; 250 images cost the same time per image.
-EVAL_BATCH = 250
+# ~820 MB. Evaluation runs while the next round trains, so its activations add to the
+# training peak: 250 images cost ~40 MB more than 64, at the same time per image.
+EVAL_BATCH = 64
+
+
+# How long ``close`` lets a stopping training job finish by itself before cancelling it.
+_STOP_GRACE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -73,24 +91,19 @@ def load_shard(
     """This trainer's training shard and an evaluation slice; None if not a trainer."""
     if address not in genesis.trainers:
         return None
-    mnist = load_mnist(data_dir or None, download=data_dir in (None, ""))
     index = genesis.trainers.index(address)
-    parts = partition(
-        genesis.fl.partition,
-        mnist.train_labels.numpy(),
-        len(genesis.trainers),
-        genesis.fl.init_seed,
+
+    def my_rows(labels: np.ndarray) -> np.ndarray:
+        parts = partition(genesis.fl.partition, labels, len(genesis.trainers), genesis.fl.init_seed)
+        return parts[index] if max_samples is None else parts[index][:max_samples]
+
+    mnist = load_mnist(
+        data_dir or None,
+        download=data_dir in (None, ""),
+        select_train=my_rows,
+        test_limit=eval_samples,
     )
-    idx = torch.from_numpy(parts[index])
-    if max_samples is not None:
-        idx = idx[:max_samples]
-    n_eval = min(eval_samples, len(mnist.test_labels))
-    return Shard(
-        mnist.train_images[idx],
-        mnist.train_labels[idx],
-        mnist.test_images[:n_eval],
-        mnist.test_labels[:n_eval],
-    )
+    return Shard(mnist.train_images, mnist.train_labels, mnist.test_images, mnist.test_labels)
 
 
 class FLWorker:
@@ -119,6 +132,9 @@ class FLWorker:
         # Evaluation has its own thread: queued behind a training job, the accuracy of a
         # model would often arrive only after the next model had replaced it.
         self._eval_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fl-eval")
+        # Set by ``close``; the loops in the worker threads poll it between batches.
+        self._stop = threading.Event()
+        self._eval_newest: object | None = None
         self._task: asyncio.Task[None] | None = None
         self._trained_rounds: set[int] = set()
         self.outcomes: list[TrainOutcome] = []
@@ -135,22 +151,40 @@ class FLWorker:
             self._train(round, ledger_hash, params), name=f"fl-train-{round}"
         )
 
-    async def evaluate(self, params: Params) -> float | None:
+    async def evaluate(self, params: Params) -> Evaluation | None:
+        """Accuracy and mean cross-entropy of ``params`` on the evaluation slice.
+
+        None when this node has no data, is stopping (the pass was abandoned), or a newer
+        model was handed in before this one's evaluation started.
+        """
         if self.shard is None or self.closed:
             return None
         shard = self.shard
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._eval_pool,
-            lambda: evaluate(
+        token = self._eval_newest = object()
+
+        def run() -> Evaluation | None:
+            # Newest wins: a model replaced while its evaluation waited for the thread is
+            # skipped, so a backlog never builds up when rounds close faster than that.
+            if token is not self._eval_newest:
+                return None
+            return evaluate_metrics(
                 self.arch,
                 params,
                 shard.test_images,
                 shard.test_labels,
                 batch_size=EVAL_BATCH,
                 threads=self.cfg.threads,
-            ),
-        )
+                stop=self._stop.is_set,
+            )
+
+        try:
+            return await loop.run_in_executor(self._eval_pool, run)
+        except (TrainingStopped, RuntimeError):
+            # RuntimeError: the pool was shut down by ``close`` before the job started.
+            if self.closed:
+                return None
+            raise
 
     async def _train(self, round: int, ledger_hash: bytes, params: Params) -> None:
         shard = self.shard
@@ -158,11 +192,19 @@ class FLWorker:
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
         seed = int.from_bytes(sha256(self.key.address + round.to_bytes(8, "big"))[:8], "big")
+        log.info("round %d: training on %d samples", round, len(shard.labels))
         try:
             result = await loop.run_in_executor(
                 self._pool,
                 lambda: train_local(
-                    self.arch, params, shard.images, shard.labels, self.cfg, seed=seed, round_=round
+                    self.arch,
+                    params,
+                    shard.images,
+                    shard.labels,
+                    self.cfg,
+                    seed=seed,
+                    round_=round,
+                    stop=self._stop.is_set,
                 ),
             )
             trained_at = time.monotonic()
@@ -177,6 +219,9 @@ class FLWorker:
             ).encode()
         except asyncio.CancelledError:
             raise
+        except TrainingStopped:
+            log.info("training round %d stopped: the node is shutting down", round)
+            return
         except Exception:
             log.exception("training round %d failed", round)
             return
@@ -204,8 +249,17 @@ class FLWorker:
         )
 
     async def close(self) -> None:
+        """Stop the loops at their next batch, then wait for both threads.
+
+        A running job gets a moment to end on its own (it sees the stop flag within one
+        batch and logs that it stopped); only a job still busy after that (e.g. handing
+        its update to the network) is cancelled.
+        """
         self.closed = True
+        self._stop.set()
         if self._task is not None:
+            if not self._task.done():
+                await asyncio.wait({self._task}, timeout=_STOP_GRACE_S)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task

@@ -278,6 +278,9 @@ def init_home(
     return home
 
 
+PEER_EVAL_SAMPLES = 1_000
+
+
 def testnet_init(
     directory: Path,
     nodes: int,
@@ -290,9 +293,15 @@ def testnet_init(
     host: str = "127.0.0.1",
     hostnames: list[str] | None = None,
     fl_data_dir: str = "",
+    eval_samples: int = 10_000,
 ) -> list[Home]:
     """Create homes ``DIR/node0 .. DIR/node{N-1}`` sharing one genesis in which every node
-    is a validator (equal stake) and a trainer, each peered with all the others."""
+    is a validator (equal stake) and a trainer, each peered with all the others.
+
+    node0 reports accuracy on ``eval_samples`` test images, the others on at most
+    PEER_EVAL_SAMPLES: a testnet's nodes share one machine, every node evaluates the same
+    global model, and N full evaluations would take CPU from training (one evaluation of
+    the 10,000 test images costs about half of a round's local training)."""
     if not 1 <= nodes <= 100:
         raise HomeError("--nodes must be between 1 and 100")
     if hostnames is not None and len(hostnames) != nodes:
@@ -341,7 +350,8 @@ def testnet_init(
             ),
             rpc=RPCConfig(listen=f"{rpc_host}:{rpc_port}"),
         )
-        cfg = replace(cfg, fl=replace(cfg.fl, data_dir=fl_data_dir))
+        n_eval = eval_samples if i == 0 else min(eval_samples, PEER_EVAL_SAMPLES)
+        cfg = replace(cfg, fl=replace(cfg.fl, data_dir=fl_data_dir, eval_samples=n_eval))
         try:
             h.config_path.write_text(render_config(cfg))
         except ConfigError as e:

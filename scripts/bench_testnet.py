@@ -11,7 +11,12 @@ trainer) until the target accuracy or the round limit, then reports:
   trainers plus consensus), aggregation (this node's share of re-aggregating), and
   consensus (first sight of the closing block to its commit);
 - gossip message bytes per node per round (published + delivered messages: an
-  application-level count, not socket bytes) and peak RSS per node;
+  application-level count, not socket bytes) and peak RSS per node (the node's own
+  ``ru_maxrss``, i.e. VmHWM). RSS counts every resident page of the shared libraries,
+  ~210 MB of it libtorch code that all nodes share through the page cache, so the script
+  also samples each node's ``/proc/PID/smaps_rollup`` every second and reports the peak
+  PSS (shared pages divided among the processes using them) and USS (private pages):
+  what one more node really costs;
 - with ``--baseline``, the in-process FedAvg loop of ``scripts/bench_fl.py --part speed``
   on the same split and hyper-parameters, measured in the same run.
 
@@ -28,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,6 +99,54 @@ def _split(rows: list[dict[str, Any]], nodes: int) -> dict[str, Any]:
     }
 
 
+def _smaps_mb(pid: int) -> tuple[float, float] | None:
+    """(PSS, USS) of a live process in MB, from ``/proc/PID/smaps_rollup``."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    kb: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == "kB":
+            kb[parts[0].rstrip(":")] = int(parts[1])
+    uss = kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)
+    return kb.get("Pss", 0) / 1024, uss / 1024
+
+
+class MemorySampler:
+    """Samples PSS and USS of the node processes once a second, keeping each node's peak."""
+
+    def __init__(self, net: Testnet, period: float = 1.0) -> None:
+        self.net, self.period = net, period
+        self.peak_pss: dict[int, float] = {}
+        self.peak_uss: dict[int, float] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mem-sampler", daemon=True)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.period):
+            for n in self.net.nodes:
+                got = _smaps_mb(n.proc.pid) if n.proc is not None else None
+                if got is not None:
+                    self.peak_pss[n.index] = max(self.peak_pss.get(n.index, 0.0), got[0])
+                    self.peak_uss[n.index] = max(self.peak_uss.get(n.index, 0.0), got[1])
+
+    def summary(self) -> dict[str, float | None]:
+        def top(d: dict[int, float]) -> float | None:
+            return round(max(d.values()), 1) if d else None
+
+        return {"peak_pss_mb_max": top(self.peak_pss), "peak_uss_mb_max": top(self.peak_uss)}
+
+
 def run_testnet(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     testnet_init(
         directory,
@@ -101,19 +155,20 @@ def run_testnet(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         partition="iid",
         base_port=args.base_port,
         fl_data_dir=args.data_dir or "",
+        eval_samples=args.eval_samples,
     )
     set_round_timeout(directory, args.round_timeout_blocks, min_updates=args.min_updates)
-    extra = ("--eval-samples", str(args.eval_samples))
-    net = Testnet.from_homes(directory, extra)
+    net = Testnet.from_homes(directory)
     t0 = time.monotonic()
     net.start()
     try:
-        result = net.run(
-            target_accuracy=args.target,
-            max_rounds=args.max_rounds,
-            timeout=args.timeout,
-            poll=2.0,
-        )
+        with MemorySampler(net) as memory:
+            result = net.run(
+                target_accuracy=args.target,
+                max_rounds=args.max_rounds,
+                timeout=args.timeout,
+                poll=2.0,
+            )
         report = net.report(result)
     finally:
         codes = net.stop()
@@ -130,7 +185,7 @@ def run_testnet(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         "exit_codes": codes,
         "to_98.5": hit985,
         "to_99.0": hit990,
-        "split": _split(_round_logs(directory), args.nodes),
+        "split": {**_split(_round_logs(directory), args.nodes), **memory.summary()},
         "history": history,
     }
 
@@ -201,12 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print("| round s | train s | submit->commit s | aggregation s | consensus s | "
-          "gossip B/node/round | peak RSS MB |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+          "gossip B/node/round | peak RSS MB | peak PSS MB | peak USS MB |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     print(
         f"| {s['round_seconds']} | {s['train_seconds']} | {s['submit_to_commit_seconds']} | "
         f"{s['aggregation_seconds']} | {s['consensus_seconds']} | "
-        f"{s['gossip_bytes_per_node_round']} | {s['peak_rss_mb_max']} |"
+        f"{s['gossip_bytes_per_node_round']} | {s['peak_rss_mb_max']} | "
+        f"{s['peak_pss_mb_max']} | {s['peak_uss_mb_max']} |"
     )
     if args.out:
         with args.out.open("a") as f:

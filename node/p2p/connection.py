@@ -230,7 +230,7 @@ class Stream:
         self._local_closed = False
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
-        self._receiver: Callable[[bytes], None] | None = None
+        self._receiver: Callable[[bytes | memoryview], None] | None = None
         self._credit_held = False
         self._held_bytes = 0  # received and processed, but not yet granted back
 
@@ -239,7 +239,7 @@ class Stream:
 
     # -- fed by the connection ----------------------------------------------------------------
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes | memoryview) -> None:
         receiver = self._receiver
         if receiver is not None:
             # The receiver has processed the bytes when it returns, so their window goes
@@ -250,11 +250,15 @@ class Stream:
             else:
                 self.conn.yamux.consumed(self.sid, len(data))
             return
+        if isinstance(data, memoryview):  # buffered for read(): own it, as bytes
+            data = bytes(data)
         self._chunks.append(data)
         self._buffered += len(data)
         self._readable.set()
 
-    def _deliver(self, receiver: Callable[[bytes], None], data: bytes) -> None:
+    def _deliver(
+        self, receiver: Callable[[bytes | memoryview], None], data: bytes | memoryview
+    ) -> None:
         try:
             receiver(data)
         except Exception:
@@ -275,7 +279,7 @@ class Stream:
         if n and not self._reset:
             self.conn.consumed(self.sid, n)
 
-    def set_receiver(self, receiver: Callable[[bytes], None]) -> None:
+    def set_receiver(self, receiver: Callable[[bytes | memoryview], None]) -> None:
         """Hand every received chunk to ``receiver`` synchronously, from the connection's
         ``data_received``, instead of buffering it for ``read``.
 
@@ -284,7 +288,9 @@ class Stream:
         is granted back once the receiver returns, so a receiver that keeps data must bound
         it itself. ``read`` then only reports the end of the stream: it waits until the
         remote half-closes (returns b"") or the stream is reset (raises StreamReset).
-        Bytes buffered before the call are delivered first.
+        Bytes buffered before the call are delivered first. A chunk may be a memoryview of
+        the received plaintext (saving a copy per chunk): a receiver that keeps bytes past
+        the call copies them, which also avoids pinning the whole received buffer.
         """
         self._receiver = receiver
         while self._chunks and not self._reset:

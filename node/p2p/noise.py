@@ -282,40 +282,56 @@ class NoiseSession:
     # -- transport -------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> bytes:
-        """Feed wire bytes; returns decrypted application bytes (possibly empty)."""
-        pending = self._in
-        if pending:
-            pending += data
-            buf: bytes | bytearray = pending
-        else:
-            buf = data
+        """Feed wire bytes; returns decrypted application bytes (possibly empty).
+
+        Only an incomplete frame is ever buffered: a frame left unfinished by the previous
+        chunk is completed with just the bytes it still needs, and the frames after it are
+        decrypted straight out of ``data``, so a received byte is not copied before its
+        decryption (socket reads end at arbitrary points, mostly mid-frame).
+        """
         parts: list[bytes] = []
+        pending = self._in
         pos = 0
-        n = len(buf)
-        view = memoryview(buf)
-        try:
-            while n - pos >= 2:
-                length = (buf[pos] << 8) | buf[pos + 1]
-                if n - pos - 2 < length:
-                    break
-                with view[pos + 2 : pos + 2 + length] as frame:
-                    pos += 2 + length
-                    recv = self._recv
-                    if recv is not None:
-                        if length < TAG_LEN:
-                            raise NoiseError("transport frame shorter than its tag")
-                        parts.append(recv.decrypt(None, frame))
-                    else:
-                        self._handshake_message(bytes(frame))
-        finally:
-            view.release()  # a bytearray cannot be resized while a view is exported
-        if buf is pending:
-            del pending[:pos]
-        elif pos < n:
-            pending += data[pos:]
+        n = len(data)
+        if pending:
+            if len(pending) < 2:
+                pos = min(2 - len(pending), n)
+                pending += data[:pos]
+                if len(pending) < 2:
+                    return b""
+            need = 2 + ((pending[0] << 8) | pending[1]) - len(pending)
+            take = min(need, n - pos)
+            with memoryview(data) as v:
+                pending += v[pos : pos + take]
+            pos += take
+            if take < need:
+                return b""
+            with memoryview(pending) as v, v[2:] as frame:
+                self._frame_in(frame, parts)
+            pending.clear()
+        if pos < n:
+            with memoryview(data) as view:
+                while n - pos >= 2:
+                    length = (data[pos] << 8) | data[pos + 1]
+                    if n - pos - 2 < length:
+                        break
+                    with view[pos + 2 : pos + 2 + length] as frame:
+                        pos += 2 + length
+                        self._frame_in(frame, parts)
+            if pos < n:
+                pending += data[pos:]
         if not parts:
             return b""
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _frame_in(self, frame: memoryview, parts: list[bytes]) -> None:
+        recv = self._recv
+        if recv is not None:
+            if len(frame) < TAG_LEN:
+                raise NoiseError("transport frame shorter than its tag")
+            parts.append(recv.decrypt(None, frame))
+        else:
+            self._handshake_message(bytes(frame))
 
     def _handshake_message(self, msg: bytes) -> None:
         if self.initiator and self._step == 1:

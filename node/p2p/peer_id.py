@@ -105,12 +105,15 @@ def verify_libp2p_signature(pubkey_proto: bytes, data: bytes, sig: bytes) -> boo
 class PeerID:
     """A libp2p peer ID (hashable, ordered by its multihash bytes)."""
 
-    __slots__ = ("_b58", "_bytes")
+    __slots__ = ("_b58", "_bytes", "_hash")
 
     def __init__(self, multihash: bytes) -> None:
         _validate_multihash(multihash)
         self._bytes = bytes(multihash)
         self._b58: str | None = None
+        # Peer IDs key the router's and scorer's dicts and sets, several lookups per
+        # message relayed: hash once rather than on each.
+        self._hash = hash(self._bytes)
 
     @classmethod
     def from_bytes(cls, multihash: bytes) -> PeerID:
@@ -159,7 +162,7 @@ class PeerID:
         return self._bytes < other._bytes
 
     def __hash__(self) -> int:
-        return hash(self._bytes)
+        return self._hash
 
     def __str__(self) -> str:
         return self.to_base58()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from node.p2p.connection import Stream, StreamReset
 from node.p2p.host import Host
+from node.p2p.multistream import MultistreamError
 from node.p2p.peer_id import PeerID
 from node.p2p.streamio import read_length_prefixed
 from node.p2p.varint import VarintError, encode_uvarint
@@ -89,6 +90,10 @@ class RequestResponse:
                     return await self._do_request(peer, data)
             except TimeoutError as e:
                 raise RequestError(f"request to {peer} timed out") from e
+            except MultistreamError as e:
+                # The peer does not serve this protocol (or garbled the negotiation):
+                # callers try another peer rather than treat it as a local failure.
+                raise RequestError(f"{peer} does not speak {self.protocol}: {e}") from e
             except (StreamReset, EOFError, ConnectionError, VarintError) as e:
                 raise RequestError(f"request to {peer} failed: {e}") from e
 

@@ -14,7 +14,15 @@ class VarintError(ValueError):
     """A varint is malformed, non-minimal, too long, or announces too large a message."""
 
 
+_ONE_BYTE = [bytes([i]) for i in range(0x80)]
+
+
 def encode_uvarint(n: int) -> bytes:
+    # Lengths of up to 16 KiB (two bytes) are nearly every call; skip the loop for them.
+    if 0 <= n < 0x80:
+        return _ONE_BYTE[n]
+    if 0x80 <= n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
     if n < 0:
         raise ValueError("uvarint must be non-negative")
     out = bytearray()

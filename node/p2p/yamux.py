@@ -68,8 +68,11 @@ class StreamOpened:
 
 @dataclass(frozen=True)
 class StreamData:
+    """Data received on a stream: bytes, or a read-only view of the received plaintext
+    (which pins that buffer: copy it to keep it)."""
+
     stream_id: int
-    data: bytes
+    data: bytes | memoryview
 
 
 @dataclass(frozen=True)
@@ -262,15 +265,42 @@ class YamuxSession:
         return YamuxError(reason)
 
     def receive_data(self, data: bytes) -> list[Event]:
-        """Feed decrypted connection bytes; returns the events they complete."""
-        buf = self._buf
-        if buf:
-            buf += data
-            src: bytes | bytearray = buf
-        else:
-            src = data
+        """Feed decrypted connection bytes; returns the events they complete.
+
+        As in the Noise layer, only an incomplete frame is buffered: a frame the previous
+        call left unfinished is completed with just the bytes it still needs, and the rest
+        is parsed straight from ``data`` (a 100 KB data frame split across socket reads is
+        then copied into the buffer once, instead of every later chunk being appended).
+        """
         events: list[Event] = []
+        buf = self._buf
         pos = 0
+        end = len(data)
+        if buf:
+            if len(buf) < HEADER_LEN:
+                pos = min(HEADER_LEN - len(buf), end)
+                buf += data[:pos]
+                if len(buf) < HEADER_LEN:
+                    return events
+            _version, typ, _flags, _sid, length = HEADER.unpack_from(buf, 0)
+            if typ == TYPE_DATA and length <= self.config.window:
+                take = min(HEADER_LEN + length - len(buf), end - pos)
+                with memoryview(data) as v:
+                    buf += v[pos : pos + take]
+                pos += take
+            # Exactly one frame, complete or not; an invalid header raises here.
+            done = self._parse(buf, 0, events)
+            if done < len(buf):
+                return events  # still incomplete: all of ``data`` went into the buffer
+            buf.clear()
+        if pos < end:
+            pos = self._parse(data, pos, events)
+            if pos < end:
+                buf += data[pos:]
+        return events
+
+    def _parse(self, src: bytes | bytearray, pos: int, events: list[Event]) -> int:
+        """Handle the complete frames in ``src`` from ``pos``; returns where they end."""
         end = len(src)
         max_frame_body = self.config.window
         while end - pos >= HEADER_LEN:
@@ -282,11 +312,14 @@ class YamuxSession:
                     raise self._fail(f"data frame of {length} bytes exceeds any window")
                 if end - pos - HEADER_LEN < length:
                     break
-                if src is buf:  # slicing a bytearray, then bytes(), would copy twice
-                    with memoryview(buf) as v:
+                body: bytes | memoryview
+                if isinstance(src, bytearray):  # slicing, then bytes(), would copy twice
+                    with memoryview(src) as v:
                         body = bytes(v[pos + HEADER_LEN : pos + HEADER_LEN + length])
                 else:
-                    body = src[pos + HEADER_LEN : pos + HEADER_LEN + length]
+                    # A view of immutable bytes, not a copy: a receiver that processes the
+                    # data at once (GossipSub) never copies a relayed message here.
+                    body = memoryview(src)[pos + HEADER_LEN : pos + HEADER_LEN + length]
                 pos += HEADER_LEN + length
                 self._on_stream_frame(typ, flags, sid, length, body, events)
             elif typ == TYPE_WINDOW_UPDATE:
@@ -308,14 +341,16 @@ class YamuxSession:
                 events.append(GoAwayReceived(length))
             else:
                 raise self._fail(f"unknown frame type {typ}")
-        if src is buf:
-            del buf[:pos]
-        elif pos < end:
-            buf += src[pos:]
-        return events
+        return pos
 
     def _on_stream_frame(
-        self, typ: int, flags: int, sid: int, length: int, body: bytes, events: list[Event]
+        self,
+        typ: int,
+        flags: int,
+        sid: int,
+        length: int,
+        body: bytes | memoryview,
+        events: list[Event],
     ) -> None:
         if sid == 0:
             raise self._fail("data or window update on stream 0")

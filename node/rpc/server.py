@@ -118,6 +118,7 @@ async def status(request: web.Request) -> web.Response:
             "global_model_hash": meta.global_model.hex(),
             "model_round": model.round if model else None,
             "test_accuracy": v.latest_accuracy(),
+            "test_accuracy_round": v.accuracy_round(),
             "catching_up": v.catching_up(),
         }
     )

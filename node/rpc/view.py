@@ -84,6 +84,10 @@ class NodeView(Protocol):
 
     def latest_accuracy(self) -> float | None: ...
 
+    def accuracy_round(self) -> int | None:
+        """The FL round of the global model that ``latest_accuracy`` was measured on."""
+        ...
+
     async def submit_tx(self, tx: Tx, payload: bytes | None) -> None:
         """Admit ``tx`` (raise a TxError saying why not) and pass it on to the network."""
         ...
@@ -103,6 +107,7 @@ class LocalView:
     snapshot: ModelSnapshot | None = None
     history: list[RoundStats] = field(default_factory=list)
     test_accuracy: float | None = None
+    test_accuracy_round: int | None = None
     syncing: bool = False
 
     def peers(self) -> list[PeerInfo]:
@@ -119,6 +124,9 @@ class LocalView:
 
     def latest_accuracy(self) -> float | None:
         return self.test_accuracy
+
+    def accuracy_round(self) -> int | None:
+        return self.test_accuracy_round
 
     async def submit_tx(self, tx: Tx, payload: bytes | None) -> None:
         try:

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from fl.data import (
     DATA_DIR_ENV,
     FILES,
+    DataError,
     IdxFormatError,
     Mnist,
     MnistChecksumError,
@@ -55,6 +57,40 @@ def test_env_var_and_missing_dir(
     for name in FILES:
         (tmp_path / f"{name}.gz").symlink_to((mnist_path / f"{name}.gz").resolve())
     assert load_mnist().train_labels.shape == (60000,)
+
+
+def test_a_selection_keeps_only_the_chosen_rows_in_order(mnist: Mnist, mnist_path: Path) -> None:
+    """A node's shard: exactly the rows ``select_train`` picks from the labels, in order."""
+    seen: list[np.ndarray] = []
+
+    def pick(labels: np.ndarray) -> np.ndarray:
+        seen.append(labels)
+        return np.flatnonzero(labels == 7)[::-50]
+
+    part = load_mnist(mnist_path, select_train=pick, test_limit=123)
+    rows = torch.from_numpy(pick(mnist.train_labels.numpy()).copy())
+    assert np.array_equal(seen[0], mnist.train_labels.numpy()) and seen[0].dtype == np.int64
+    assert torch.equal(part.train_images, mnist.train_images[rows])
+    assert torch.equal(part.train_labels, mnist.train_labels[rows])
+    assert set(part.train_labels.tolist()) == {7}
+    assert torch.equal(part.test_images, mnist.test_images[:123])
+    assert torch.equal(part.test_labels, mnist.test_labels[:123])
+    with pytest.raises(DataError, match="row indices"):
+        load_mnist(mnist_path, select_train=lambda labels: np.array([60000]))
+
+
+def test_a_truncated_file_fails_its_checksum(tmp_path: Path, mnist_path: Path) -> None:
+    for name in FILES:
+        (tmp_path / f"{name}.gz").symlink_to((mnist_path / f"{name}.gz").resolve())
+    bad = tmp_path / "t10k-images-idx3-ubyte.gz"
+    bad.unlink()
+    images = gzip.decompress((mnist_path / "t10k-images-idx3-ubyte.gz").read_bytes())
+    bad.write_bytes(gzip.compress(images[:-784], compresslevel=1))
+    with pytest.raises(MnistChecksumError, match="SHA-256"):
+        load_mnist(tmp_path, test_limit=10)
+    bad.write_bytes(images[:1000])  # not gzip at all
+    with pytest.raises(MnistChecksumError, match="gzip"):
+        load_mnist(tmp_path)
 
 
 def test_corrupt_local_file_is_rejected(tmp_path: Path, mnist_path: Path) -> None:

@@ -8,10 +8,20 @@ import torch
 
 from fl.aggregate import parse_rule
 from fl.data import Mnist
-from fl.models import init_params, model_hash
+from fl.models import build_model, get_params, init_params, model_hash
 from fl.partition import partition
 from fl.simulation import Client, DPConfig, FederationConfig, local_update, run_federation
-from fl.train import TrainConfig, TrainError, evaluate, lr_at, train_local
+from fl.train import (
+    MomentumSGD,
+    TrainConfig,
+    TrainError,
+    TrainingStopped,
+    evaluate,
+    evaluate_metrics,
+    lr_at,
+    normalize,
+    train_local,
+)
 from fl.update import decode_update
 
 
@@ -36,6 +46,57 @@ def test_training_is_reproducible_for_a_seed(mnist: Mnist) -> None:
     p0 = init_params("cnn", 0)
     runs = [train_local("cnn", p0, x, y, TrainConfig(), seed=s).params for s in (4, 4, 5)]
     assert model_hash(runs[0]) == model_hash(runs[1]) != model_hash(runs[2])
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+def test_momentum_sgd_matches_torch_sgd_bit_for_bit(mnist: Mnist, weight_decay: float) -> None:
+    """The node's optimizer is a drop-in for ``torch.optim.SGD``: identical parameters."""
+    x, y = mnist.train_images[:256], mnist.train_labels[:256]
+    results = []
+    for make in (
+        lambda m: MomentumSGD(list(m.parameters()), 0.05, 0.9, weight_decay),
+        lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=weight_decay),
+    ):
+        model = build_model("cnn", init_params("cnn", 0))
+        opt = make(model)
+        for start in range(0, 256, 32):
+            loss = torch.nn.functional.cross_entropy(
+                model(normalize(x[start : start + 32])), y[start : start + 32]
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        results.append(get_params(model))
+    assert model_hash(results[0]) == model_hash(results[1])
+
+
+def test_a_stop_check_ends_training_and_evaluation_between_batches(mnist: Mnist) -> None:
+    x, y = mnist.train_images[:640], mnist.train_labels[:640]
+    calls = 0
+
+    def stop_after_three() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls > 3
+
+    with pytest.raises(TrainingStopped):
+        train_local(
+            "cnn", init_params("cnn", 0), x, y, TrainConfig(), seed=0, stop=stop_after_three
+        )
+    assert calls == 4  # checked before every batch, stopped before the fourth
+    with pytest.raises(TrainingStopped):
+        evaluate_metrics("cnn", init_params("cnn", 0), x, y, batch_size=64, stop=lambda: True)
+
+
+def test_evaluation_reports_accuracy_and_mean_cross_entropy(mnist: Mnist) -> None:
+    p0 = init_params("cnn", 0)
+    x, y = mnist.test_images[:300], mnist.test_labels[:300]
+    result = evaluate_metrics("cnn", p0, x, y, batch_size=128)  # uneven last batch
+    with torch.inference_mode():
+        logits = build_model("cnn", p0)(normalize(x))
+        expected = torch.nn.functional.cross_entropy(logits, y).item()
+    assert result.loss == pytest.approx(expected, rel=1e-5)
+    assert result.accuracy == evaluate("cnn", p0, x, y) == (logits.argmax(1) == y).float().mean()
 
 
 def test_config_validation_and_schedules() -> None:

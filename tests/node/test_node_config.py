@@ -72,6 +72,7 @@ def test_any_valid_config_round_trips(
         ("[p2p]\nmax_peers = 0", "p2p.max_peers"),
         ("[fl]\ntrainer = 1", "fl.trainer: expected true or false"),
         ("[fl]\ntorch_threads = 0", "fl.torch_threads"),
+        ("[fl]\neval_samples = 10001", "fl.eval_samples"),
         ("[fl]\ndevice = 'tpu'", "fl.device"),
         ("p2p = 1", "p2p: expected a table"),
         ("log_level = 'loud'", "log_level"),

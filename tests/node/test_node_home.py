@@ -170,3 +170,14 @@ def test_init_with_the_genesis_already_in_the_home(tmp_path: Path) -> None:
     (home / "genesis.json").write_bytes((tmp_path / "tn" / "genesis.json").read_bytes())
     assert main(["init", "--home", str(home), "--genesis", str(home / "genesis.json")]) == 0
     assert Home(home).genesis().chain_id == "fedchain-testnet"
+
+
+def test_testnet_nodes_share_evaluation_work(tmp_path: Path) -> None:
+    """On one machine only node0 evaluates every global model on the whole test set; the
+    others report on a 1,000-image slice, so ten nodes do not do ten full evaluations."""
+    from node.home import testnet_init
+
+    homes = testnet_init(tmp_path / "net", 3, base_port=27500, eval_samples=5000)
+    assert [h.config().fl.eval_samples for h in homes] == [5000, 1000, 1000]
+    homes = testnet_init(tmp_path / "small", 2, base_port=27500, eval_samples=200)
+    assert [h.config().fl.eval_samples for h in homes] == [200, 200]

@@ -52,6 +52,7 @@ async def test_status(node: RunningNode) -> None:
     assert st["app_hash"] == node.ledger.app_hash().hex()
     assert st["peers"] == 0 and st["catching_up"] is False
     assert st["fl_round"] == 0 and st["test_accuracy"] is None
+    assert st["test_accuracy_round"] is None
     assert st["global_model_hash"] == node.ledger.state.meta.global_model.hex()
 
 

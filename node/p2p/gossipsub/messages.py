@@ -36,10 +36,9 @@ class Message:
     seqno: bytes | None = None
     signature: bytes | None = None
     key: bytes | None = None
-    # The protobuf encoding, cached by wire.py so a message forwarded to many peers (or
-    # received and forwarded) is serialised once. Messages are immutable once signed.
-    # A view into the buffer that was signed or verified when there was one (that buffer
-    # holds the signing prefix followed by exactly this encoding, so no second copy).
+    # A precomputed protobuf encoding that wire.py sends instead of re-encoding the fields
+    # (None normally: the router keeps messages in its cache, and a second full-size copy
+    # of every message there would double the memory a burst of large messages touches).
     raw: bytes | memoryview | None = field(default=None, compare=False, repr=False)
 
 

@@ -489,7 +489,7 @@ class GossipSub:
         max_msg = self.params.max_message_size
         router = self.router
 
-        def on_data(data: bytes) -> None:
+        def on_data(data: bytes | memoryview) -> None:
             if stream.is_reset:
                 return
             try:

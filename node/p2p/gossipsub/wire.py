@@ -2,10 +2,10 @@
 
 Decoding is the trust boundary: every failure, whatever the protobuf runtime raises for a
 malformed buffer, becomes RPCDecodeError, and sizes and counts are bounded before the router
-sees anything. Encoding serialises each Message once (cached on the dataclass) and splices
-it into per-peer RPCs as a length-delimited field 2, which protobuf defines as equivalent
-to serialising the whole RPC, so flooding a 100 KB message to twelve peers costs one
-serialisation, not twelve.
+sees anything. Encoding splices each Message's field pieces (its ``data`` uncopied) into
+per-peer RPCs as a length-delimited field 2, which protobuf defines as equivalent to
+serialising the whole RPC: a 100 KB message sent to a peer is copied once, into that
+peer's RPC, and no encoded copy of it stays alive in the message cache.
 """
 
 from __future__ import annotations
@@ -49,8 +49,13 @@ def message_to_pb(msg: Message, *, for_signing: bool = False) -> rpc_pb2.Message
     return m
 
 
-def _field_bytes(tag: int, value: bytes | memoryview) -> list[bytes | memoryview]:
-    return [bytes([tag]), encode_uvarint(len(value)), value]
+def _field(tag: bytes, value: bytes | memoryview) -> bytes:
+    """One small length-delimited field (tag, varint length, value) as a single bytes."""
+    n = len(value)
+    return tag + (_VARINT_1[n] if n < 0x80 else encode_uvarint(n)) + value
+
+
+_VARINT_1 = [bytes([i]) for i in range(0x80)]
 
 
 def signed_field_parts(msg: Message) -> list[bytes | memoryview]:
@@ -58,35 +63,45 @@ def signed_field_parts(msg: Message) -> list[bytes | memoryview]:
 
     This is byte for byte what deterministic serialisation of a Message holding only those
     fields produces (proto2 fields in field-number order, each tag + length + bytes; the
-    tests check it against the protobuf runtime). Returning pieces lets the signature
-    payload and the wire encoding each be built with one copy of a large ``data``.
+    tests check it against the protobuf runtime). Returning pieces (the small fields before
+    and after ``data`` merged, ``data`` itself uncopied) lets the signature payload and the
+    wire encoding each be built with one copy of a large ``data``.
     """
-    parts: list[bytes | memoryview] = []
+    data = msg.data
+    n = len(data)
+    head = b"\x12" + (_VARINT_1[n] if n < 0x80 else encode_uvarint(n))
     if msg.from_ is not None:
-        parts += _field_bytes(0x0A, msg.from_)
-    parts += _field_bytes(0x12, msg.data)
+        head = _field(b"\x0a", msg.from_) + head
+    tail = _field(b"\x22", msg.topic.encode())
     if msg.seqno is not None:
-        parts += _field_bytes(0x1A, msg.seqno)
-    parts += _field_bytes(0x22, msg.topic.encode())
-    return parts
+        tail = _field(b"\x1a", msg.seqno) + tail
+    return [head, data, tail]
 
 
 def trailer_parts(msg: Message) -> list[bytes | memoryview]:
     """The encoding of fields 5-6 (signature, key), which follow the signed fields."""
-    parts: list[bytes | memoryview] = []
+    trailer = b""
     if msg.signature is not None:
-        parts += _field_bytes(0x2A, msg.signature)
+        trailer = _field(b"\x2a", msg.signature)
     if msg.key is not None:
-        parts += _field_bytes(0x32, msg.key)
-    return parts
+        trailer += _field(b"\x32", msg.key)
+    return [trailer] if trailer else []
 
 
 def encode_message(msg: Message) -> bytes | memoryview:
-    """The wire encoding of a message, computed once and cached on it (signing and
-    verification leave it there already, see signing.py)."""
-    if msg.raw is None:
-        msg.raw = b"".join(signed_field_parts(msg) + trailer_parts(msg))
-    return msg.raw
+    """The wire encoding of a message (its cached ``raw`` when one was set)."""
+    if msg.raw is not None:
+        return msg.raw
+    return b"".join(message_parts(msg))
+
+
+def message_parts(msg: Message) -> list[bytes | memoryview]:
+    """The wire encoding of a message as pieces, ``data`` among them uncopied. RPC encoders
+    splice these in, so relaying a message copies its data once per RPC and never keeps a
+    second full-size copy alive in the message cache (fresh memory costs page faults)."""
+    if msg.raw is not None:
+        return [msg.raw]
+    return signed_field_parts(msg) + trailer_parts(msg)
 
 
 def encode_rpc(rpc: RPC) -> bytes:
@@ -96,12 +111,25 @@ def encode_rpc(rpc: RPC) -> bytes:
 def encode_rpc_framed(rpc: RPC) -> bytes:
     """The RPC with its varint length prefix, as written on a stream, in a single copy."""
     parts = _rpc_parts(rpc)
-    total = sum(len(p) for p in parts)
+    total = sum(map(len, parts))
     parts.insert(0, encode_uvarint(total))
     return b"".join(parts)
 
 
 def _rpc_parts(rpc: RPC) -> list[bytes | memoryview]:
+    parts: list[bytes | memoryview] = []
+    if rpc.subscriptions or rpc.has_control():
+        parts.append(_control_bytes(rpc))
+    for msg in rpc.publish:
+        body = message_parts(msg)
+        n = sum(map(len, body))
+        parts.append(b"\x12" + (_VARINT_1[n] if n < 0x80 else encode_uvarint(n)))
+        parts += body
+    return parts
+
+
+def _control_bytes(rpc: RPC) -> bytes:
+    """Fields 1 and 3 (subscriptions, control) of the RPC, via the protobuf runtime."""
     pb = rpc_pb2.RPC()
     for s in rpc.subscriptions:
         pb.subscriptions.add(subscribe=s.subscribe, topicid=s.topic)
@@ -123,10 +151,7 @@ def _rpc_parts(rpc: RPC) -> list[bytes | memoryview]:
                 e.backoff = pr.backoff
         if rpc.idontwant:
             c.idontwant.add(messageIDs=rpc.idontwant)
-    parts: list[bytes | memoryview] = [pb.SerializeToString(deterministic=True)]
-    for msg in rpc.publish:
-        parts += _field_bytes(0x12, encode_message(msg))
-    return parts
+    return pb.SerializeToString(deterministic=True)
 
 
 def _topic(value: str, what: str) -> str:
@@ -146,6 +171,9 @@ def decode_rpc(data: bytes, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) ->
     """Parse and bound one RPC; raises RPCDecodeError and nothing else."""
     if len(data) > max_rpc_size(max_message_size):
         raise RPCDecodeError(f"RPC of {len(data)} bytes exceeds the limit")
+    fast = _decode_publish_only(data, max_message_size)
+    if fast is not None:
+        return fast
     try:
         pb = rpc_pb2.RPC.FromString(data)
         return _convert(pb, max_message_size)
@@ -153,6 +181,86 @@ def decode_rpc(data: bytes, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) ->
         raise
     except (DecodeError, ValueError, TypeError, UnicodeError, RuntimeError) as e:
         raise RPCDecodeError(f"malformed RPC protobuf: {e}") from e
+
+
+# Tag bytes of Message fields 1-6 (from, data, seqno, topic, signature, key), all
+# length-delimited, mapped to the field number.
+_MESSAGE_TAGS = {0x0A: 1, 0x12: 2, 0x1A: 3, 0x22: 4, 0x2A: 5, 0x32: 6}
+
+
+def _decode_publish_only(data: bytes | memoryview, max_message_size: int) -> RPC | None:
+    """The RPC when it holds only well-formed, canonically encoded messages (each field at
+    most once, in field-number order, as every libp2p implementation writes them), else
+    None and the protobuf runtime decides.
+
+    A relay's bulk traffic is exactly such RPCs, and this skips building a protobuf object
+    and copying each payload twice (into it and out of it): ``data`` is copied once, out
+    of the received frame. Anything unusual (subscriptions, control, unknown or repeated
+    fields, bad lengths, non-UTF-8 topics, limits exceeded) falls back to the full decoder,
+    so both paths accept and reject exactly the same inputs with the same results.
+    """
+    view = memoryview(data)
+    n = len(view)
+    pos = 0
+    out: list[Message] = []
+    tags = _MESSAGE_TAGS
+    while pos < n:
+        if view[pos] != 0x12:
+            return None
+        head = _fast_varint(view, pos + 1, n)
+        if head is None:
+            return None
+        length, pos = head
+        end = pos + length
+        if end > n:
+            return None
+        fields: list[bytes | None] = [None] * 7
+        last = 0
+        while pos < end:
+            num = tags.get(view[pos], 0)
+            if num <= last:
+                return None  # unknown tag, or a field out of order or repeated
+            head = _fast_varint(view, pos + 1, end)
+            if head is None:
+                return None
+            length, pos = head
+            stop = pos + length
+            if stop > end:
+                return None
+            fields[num] = bytes(view[pos:stop])
+            pos = stop
+            last = num
+        topic_raw = fields[4]
+        payload = fields[2] or b""
+        if not topic_raw or len(topic_raw) > MAX_TOPIC_LEN or len(payload) > max_message_size:
+            return None
+        try:
+            topic = topic_raw.decode()
+        except UnicodeDecodeError:
+            return None
+        out.append(Message(topic, payload, fields[1], fields[3], fields[5], fields[6]))
+    return RPC(publish=out)
+
+
+def _fast_varint(view: memoryview, pos: int, end: int) -> tuple[int, int] | None:
+    """A length varint of at most 4 bytes (anything longer exceeds every size limit);
+    None when it is longer, truncated or overlong, for the full decoder to judge."""
+    if pos >= end:
+        return None
+    b = view[pos]
+    if b < 0x80:
+        return b, pos + 1
+    result = b & 0x7F
+    for i, shift in ((pos + 1, 7), (pos + 2, 14), (pos + 3, 21)):
+        if i >= end:
+            return None
+        b = view[i]
+        if b < 0x80:
+            if b == 0:
+                return None
+            return result | b << shift, i + 1
+        result |= (b & 0x7F) << shift
+    return None
 
 
 def _convert(pb: rpc_pb2.RPC, max_message_size: int) -> RPC:

@@ -85,3 +85,23 @@ def test_detach_then_down(tmp_path: Path, mnist_dir: Path) -> None:
     assert not any(_alive(p) for p in pids)
     r = _cli("testnet", "down", "--dir", str(d), timeout=30)
     assert r.returncode == 1 and "no running testnet" in r.stderr
+
+
+def test_readme_testnet_of_four_trains_mnist_to_97_percent(tmp_path: Path, mnist_dir: Path) -> None:
+    """The README's main job on its embedded defaults (tendermint, IID, full shards, every
+    test image): four processes reach 97% test accuracy and agree on the block and the
+    global model hash at a common height."""
+    d = tmp_path / "main"
+    r = _cli(
+        "testnet", "up", "--nodes", "4", "--dir", str(d), "--data-dir", str(mnist_dir),
+        "--base-port", str(_free_port_pair_base()), "--target-accuracy", "0.97",
+        "--max-rounds", "5", "--timeout", "480",
+        timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    report = json.loads((d / "report.json").read_text())
+    genesis = json.loads((d / "genesis.json").read_text())
+    assert genesis["consensus_engine"] == "tendermint" and genesis["fl"]["partition"] == "iid"
+    assert report["reached_target"] and report["final_accuracy"] >= 0.97
+    assert report["nodes_agree"] and len(report["model_hash_at_common_height"]) == 1
+    assert report["exit_codes"] == {str(i): 0 for i in range(4)}

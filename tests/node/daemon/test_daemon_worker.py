@@ -37,8 +37,10 @@ async def _run(tmp_path: Path, mnist_dir: Path, round_now: int) -> tuple[list[Tx
     params = init_params("cnn", 0)
     w.on_model(0, ZERO_HASH, params)
     w.on_model(0, ZERO_HASH, params)  # once per round
-    acc = await w.evaluate(params)
-    assert acc is not None and 0.0 <= acc <= 1.0
+    result = await w.evaluate(params)
+    assert result is not None and 0.0 <= result.accuracy <= 1.0
+    # An untrained 10-class model: mean cross-entropy near ln(10), the /fl/history loss.
+    assert 1.5 < result.loss < 3.5
     for _ in range(600):
         if w._task is not None and w._task.done():
             break
@@ -66,3 +68,28 @@ async def test_worker_drops_an_update_for_a_closed_round(tmp_path: Path, mnist_d
 def test_non_trainers_get_no_shard(mnist_dir: Path) -> None:
     g = genesis_for(KEYS)
     assert load_shard(g, PrivateKey.from_secret("nobody").address, str(mnist_dir)) is None
+
+
+async def test_evaluation_backlog_keeps_only_the_newest_model(mnist_dir: Path) -> None:
+    """Models that arrive while the (lowest priority) evaluation thread is busy do not
+    queue up: only the newest waiting one is evaluated, the ones it replaced are skipped."""
+    import threading
+
+    g = genesis_for(KEYS, min_updates=1)
+    shard = load_shard(g, KEYS[1].address, str(mnist_dir), max_samples=64, eval_samples=100)
+
+    async def submit(tx: Tx, payload: bytes) -> None:
+        return None
+
+    w = FLWorker(g, KEYS[1], shard, submit=submit, next_nonce=lambda: 0, current_round=lambda: 0)
+    release = threading.Event()
+    busy = asyncio.get_running_loop().run_in_executor(w._eval_pool, release.wait)
+    params = init_params("cnn", 0)
+    jobs = [asyncio.ensure_future(w.evaluate(params)) for _ in range(3)]
+    await asyncio.sleep(0.1)
+    release.set()
+    await busy
+    first, second, newest = await asyncio.gather(*jobs)
+    assert first is None and second is None
+    assert newest is not None and 0.0 <= newest.accuracy <= 1.0
+    await w.close()

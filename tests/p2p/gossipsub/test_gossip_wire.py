@@ -85,6 +85,58 @@ def test_mutated_valid_rpcs_are_decoded_or_rejected(rpc: RPC, data: st.DataObjec
         decode_rpc(bytes(raw))
 
 
+def _slow_decode(data: bytes, max_message_size: int = 16 * 1024 * 1024) -> RPC:
+    """The protobuf-runtime decoder alone, bypassing the publish-only fast path."""
+    from node.p2p.gossipsub.wire import _convert
+
+    try:
+        return _convert(rpc_pb2.RPC.FromString(data), max_message_size)
+    except Exception as e:  # whatever the runtime raises, as decode_rpc would map it
+        raise RPCDecodeError(str(e)) from e
+
+
+@given(st.lists(messages, max_size=4))
+def test_publish_only_fast_path_agrees_with_protobuf(msgs: list[Message]) -> None:
+    from node.p2p.gossipsub.wire import _decode_publish_only
+
+    raw = encode_rpc(RPC(publish=msgs))
+    fast = _decode_publish_only(raw, 16 * 1024 * 1024)
+    assert fast is not None  # canonical encodings of valid messages take the fast path
+    assert fast == _slow_decode(raw) == RPC(publish=msgs)
+
+
+@given(st.lists(messages, max_size=3), st.data())
+def test_fast_path_accepts_only_what_protobuf_decodes_identically(
+    msgs: list[Message], data: st.DataObject
+) -> None:
+    """Mutated, reordered or truncated frames: the fast path either defers (None) or
+    returns exactly what the protobuf runtime returns."""
+    from node.p2p.gossipsub.wire import _decode_publish_only
+
+    raw = bytearray(encode_rpc(RPC(publish=msgs)))
+    if raw:
+        for _ in range(data.draw(st.integers(1, 4))):
+            raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+        raw = raw[: data.draw(st.integers(0, len(raw)))] + data.draw(st.binary(max_size=6))
+    limit = data.draw(st.sampled_from([10, 16 * 1024 * 1024]))
+    fast = _decode_publish_only(bytes(raw), limit)
+    if fast is not None:
+        assert fast == _slow_decode(bytes(raw), limit)
+
+
+def test_fast_path_defers_on_non_canonical_messages() -> None:
+    from node.p2p.gossipsub.wire import _decode_publish_only
+
+    swapped = b"\x12\x06" + b"\x22\x01t" + b"\x12\x01x"  # topic before data
+    repeated = b"\x12\x09" + b"\x12\x01x\x12\x01y\x22\x01t"
+    with_sub = encode_rpc(RPC(subscriptions=[SubOpt(True, "t")], publish=[Message("t", b"x")]))
+    for raw in (swapped, repeated, with_sub, b"\x12\x03\x22\x01\xff"):
+        assert _decode_publish_only(raw, 1024) is None
+    # Deferred frames still decode (or fail) exactly as protobuf says.
+    assert decode_rpc(swapped).publish == [Message("t", b"x")]
+    assert decode_rpc(repeated).publish == [Message("t", b"y")]
+
+
 def test_limits_are_enforced() -> None:
     with pytest.raises(RPCDecodeError):
         decode_rpc(encode_rpc(RPC(publish=[Message("t", b"x" * 101)])), max_message_size=100)

@@ -243,6 +243,11 @@ async def test_request_response(make_host: MakeHost) -> None:
     assert await asyncio.gather(*slow) == [b"wols", b"wols"]
     with pytest.raises(RequestError):
         await client.request(peer, b"z" * 10, timeout=0.000001)
+    # A peer that does not serve the protocol is a RequestError (callers move on to the
+    # next peer), not a negotiation exception escaping from the helper.
+    other = RequestResponse(a, "/fedchain/absent/1", None, ReqRespConfig())
+    with pytest.raises(RequestError, match="does not speak"):
+        await other.request(peer, b"abc")
 
 
 async def test_host_without_listen_addrs_can_dial(make_host: MakeHost) -> None:
