@@ -29,6 +29,7 @@ from node.ledger.ledger import Ledger
 from node.ledger.tx import ModelUpdate, Tx, sign_tx
 from node.mempool import Mempool
 from node.model_store import ModelStore
+from node.p2p.host import Host
 from node.store.blobs import BlobStore
 
 
@@ -151,3 +152,8 @@ class Chain:
 
     def heights(self) -> list[int]:
         return [n.ledger.height for n in self.nodes]
+
+
+async def connect(a: Host, b: Host) -> None:
+    """Dial ``b`` from ``a`` by its full /p2p/ address (hosts from the ``hosts`` fixture)."""
+    await a.connect(b.listen_addrs[0].with_peer_id(b.peer_id))

@@ -6,11 +6,11 @@ work (``node.sync``: BlockSync.probe, LagDetector)."""
 from __future__ import annotations
 
 import heapq
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from chainkit import Chain, SimNode
+from chainkit import Chain, SimNode, connect
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,7 +22,6 @@ from consensus.types import Commit
 from node.consensus_driver import EngineRunner
 from node.ledger.tx import Transfer, sign_tx
 from node.p2p.host import Host
-from node.p2p.multiaddr import Multiaddr
 from node.p2p.peer_id import IdentityKey, PeerID
 from node.p2p.reqresp import RequestResponse
 from node.sync import (
@@ -127,24 +126,6 @@ def test_one_certified_block_never_syncs_before_the_patience(
 # --------------------------------------------------------------------------- chain + hosts
 
 
-@pytest.fixture
-async def hosts() -> AsyncIterator[list[Host]]:
-    made: list[Host] = []
-    for _ in range(3):
-        h = Host(IdentityKey.generate(), listen=[Multiaddr.parse("/ip4/127.0.0.1/tcp/0")])
-        await h.start()
-        made.append(h)
-    try:
-        yield made
-    finally:
-        for h in made:
-            await h.close()
-
-
-async def _connect(a: Host, b: Host) -> None:
-    await a.connect(b.listen_addrs[0].with_peer_id(b.peer_id))
-
-
 def _run(
     chain: Chain, pred: Callable[[], bool], down: int | None, max_steps: int = 100_000
 ) -> None:
@@ -201,6 +182,16 @@ def _restart(chain: Chain, i: int, recovery: bytes) -> None:
     node.runner.feed(Start())
 
 
+def _block_sync(
+    host: Host, node: SimNode, checkpoint: Callable[[], tuple[int, bytes] | None] = lambda: None
+) -> BlockSync:
+    """A BlockSync serving and applying ``node``'s chain over ``host``."""
+    assert node.app.commits is not None
+    return BlockSync(
+        host, node.ledger, node.app.commits, node.app.apply_committed, checkpoint=checkpoint
+    )
+
+
 async def test_node_far_behind_is_stuck_then_syncs_and_rejoins(
     tmp_path: Path, hosts: list[Host]
 ) -> None:
@@ -221,21 +212,9 @@ async def test_node_far_behind_is_stuck_then_syncs_and_rejoins(
 
     src_eng = _engine(src)
     assert src.app.commits is not None and lagger.app.commits is not None
-    BlockSync(
-        hosts[0],
-        src.ledger,
-        src.app.commits,
-        src.app.apply_committed,
-        checkpoint=lambda: (src_eng.height - 1, src_eng.checkpoint().encode()),
-    )
-    sync = BlockSync(
-        hosts[1],
-        lagger.ledger,
-        lagger.app.commits,
-        lagger.app.apply_committed,
-        checkpoint=lambda: None,
-    )
-    await _connect(hosts[1], hosts[0])
+    _block_sync(hosts[0], src, lambda: (src_eng.height - 1, src_eng.checkpoint().encode()))
+    sync = _block_sync(hosts[1], lagger)
+    await connect(hosts[1], hosts[0])
     # Detection: one probe proves two heights past ours with certificates, applying nothing.
     probe = await sync.probe(hosts[0].peer_id)
     assert (probe.base, probe.proven, probe.tip) == (stuck_at, stuck_at + 2, src.ledger.height)
@@ -279,14 +258,8 @@ async def test_lying_peers_prove_nothing(tmp_path: Path, hosts: list[Host]) -> N
     RequestResponse(hosts[0], BLOCKS_PROTOCOL, serve)
     fresh = Chain.build(tmp_path / "fresh").nodes[0]
     assert fresh.app.commits is not None
-    sync = BlockSync(
-        hosts[1],
-        fresh.ledger,
-        fresh.app.commits,
-        fresh.app.apply_committed,
-        checkpoint=lambda: None,
-    )
-    await _connect(hosts[1], hosts[0])
+    sync = _block_sync(hosts[1], fresh)
+    await connect(hosts[1], hosts[0])
     detector = LagDetector(CatchUpPolicy(patience=0.0))
     # A huge claimed height with no certificate: no reason to pause, nothing applied.
     probe = await sync.probe(hosts[0].peer_id)
@@ -302,7 +275,7 @@ async def test_lying_peers_prove_nothing(tmp_path: Path, hosts: list[Host]) -> N
     assert await sync.sync() == 0
     assert fresh.ledger.height == 0
     # A peer that does not speak the protocol at all is just as useless, and no worse.
-    await _connect(hosts[1], hosts[2])
+    await connect(hosts[1], hosts[2])
     with pytest.raises(BadSyncPeer):
         await sync.probe(hosts[2].peer_id)
     assert await sync.fetch_checkpoint(0) is None
@@ -315,13 +288,7 @@ async def test_resume_skips_lying_checkpoints(tmp_path: Path, hosts: list[Host])
     src = chain.nodes[0]
     src_eng = _engine(src)
     assert src.app.commits is not None
-    BlockSync(
-        hosts[0],
-        src.ledger,
-        src.app.commits,
-        src.app.apply_committed,
-        checkpoint=lambda: (src_eng.height - 1, src_eng.checkpoint().encode()),
-    )
+    _block_sync(hosts[0], src, lambda: (src_eng.height - 1, src_eng.checkpoint().encode()))
     lie = ["far"]
 
     async def blocks(peer: PeerID, request: bytes) -> bytes:
@@ -336,13 +303,7 @@ async def test_resume_skips_lying_checkpoints(tmp_path: Path, hosts: list[Host])
     RequestResponse(hosts[2], CHECKPOINT_PROTOCOL, checkpoint)
     fresh = Chain.build(tmp_path / "fresh").nodes[0]
     assert fresh.app.commits is not None
-    sync = BlockSync(
-        hosts[1],
-        fresh.ledger,
-        fresh.app.commits,
-        fresh.app.apply_committed,
-        checkpoint=lambda: None,
-    )
+    sync = _block_sync(hosts[1], fresh)
 
     def build(cp: PeerCheckpoint) -> Engine | None:
         """What the daemon does with a peer's checkpoint bytes."""
@@ -360,7 +321,7 @@ async def test_resume_skips_lying_checkpoints(tmp_path: Path, hosts: list[Host])
             return None
         return engine if engine.height == cp.height + 1 else None
 
-    await _connect(hosts[1], hosts[2])
+    await connect(hosts[1], hosts[2])
     assert await sync.resume_from_checkpoint(build, tries=2, pause=0) is None
     assert sync.counters["checkpoint_unreachable"] == 1  # then never asked again
     lie[0] = "junk"
@@ -369,7 +330,7 @@ async def test_resume_skips_lying_checkpoints(tmp_path: Path, hosts: list[Host])
     assert fresh.ledger.height == 0
     # With an honest peer beside the liar: synced to exactly its checkpoint, resumed.
     lie[0] = "far"
-    await _connect(hosts[1], hosts[0])
+    await connect(hosts[1], hosts[0])
     engine = await sync.resume_from_checkpoint(build, tries=4, pause=0)
     assert engine is not None
     assert fresh.ledger.height == src.ledger.height

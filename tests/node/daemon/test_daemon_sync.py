@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from chainkit import Chain
+from chainkit import Chain, connect
 
 from consensus.types import Commit
 from node.app import NodeApp
@@ -19,29 +18,10 @@ from node.ledger.tx import Transfer, sign_tx
 from node.mempool import Mempool
 from node.model_store import ModelStore
 from node.p2p.host import Host
-from node.p2p.multiaddr import Multiaddr
-from node.p2p.peer_id import IdentityKey, PeerID
+from node.p2p.peer_id import PeerID
 from node.p2p.reqresp import RequestResponse
 from node.store.blobs import BlobStore
 from node.sync import BLOCKS_PROTOCOL, BlocksResponse, BlockSync, SyncedBlock
-
-
-@pytest.fixture
-async def hosts() -> AsyncIterator[list[Host]]:
-    made: list[Host] = []
-    for _ in range(3):
-        h = Host(IdentityKey.generate(), listen=[Multiaddr.parse("/ip4/127.0.0.1/tcp/0")])
-        await h.start()
-        made.append(h)
-    try:
-        yield made
-    finally:
-        for h in made:
-            await h.close()
-
-
-async def _connect(a: Host, b: Host) -> None:
-    await a.connect(b.listen_addrs[0].with_peer_id(b.peer_id))
 
 
 def _fresh_app(chain: Chain, tmp: Path) -> NodeApp:
@@ -70,7 +50,7 @@ async def test_late_node_syncs_verified_blocks(tmp_path: Path, hosts: list[Host]
     sync = BlockSync(
         hosts[1], joiner.ledger, joiner.commits, joiner.apply_committed, checkpoint=lambda: None
     )
-    await _connect(hosts[1], hosts[0])
+    await connect(hosts[1], hosts[0])
     applied = await sync.sync()
     assert applied == src.ledger.height >= 5
     assert joiner.ledger.app_hash() == src.ledger.app_hash()
@@ -99,7 +79,7 @@ async def test_forged_certificate_is_refused(tmp_path: Path, hosts: list[Host]) 
     sync = BlockSync(
         hosts[1], joiner.ledger, joiner.commits, joiner.apply_committed, checkpoint=lambda: None
     )
-    await _connect(hosts[1], hosts[0])
+    await connect(hosts[1], hosts[0])
     assert await sync.sync() == 0
     assert joiner.ledger.height == 0
     assert sync.counters["sync_bad_peer"] == 1
@@ -123,7 +103,7 @@ async def test_wrong_block_for_certificate_is_refused(tmp_path: Path, hosts: lis
     sync = BlockSync(
         hosts[1], joiner.ledger, joiner.commits, joiner.apply_committed, checkpoint=lambda: None
     )
-    await _connect(hosts[1], hosts[0])
+    await connect(hosts[1], hosts[0])
     assert await sync.sync() == 0 and joiner.ledger.height == 0
 
 
@@ -139,11 +119,11 @@ async def test_blob_fetch_verifies_and_skips_liars(tmp_path: Path, hosts: list[H
     RequestResponse(hosts[2], BLOB_PROTOCOL, lie)
     mine = BlobStore(tmp_path / "mine")
     fetcher = BlobSync(hosts[1], mine)
-    await _connect(hosts[1], hosts[2])
+    await connect(hosts[1], hosts[2])
     with pytest.raises(BlobUnavailable):
         await fetcher.fetch(digest)
     assert fetcher.counters["blob_wrong_bytes"] == 1
-    await _connect(hosts[1], hosts[0])
+    await connect(hosts[1], hosts[0])
     await fetcher.fetch_into_store([digest])
     assert mine.get(digest) == data
     assert hashlib.sha256(mine.get(digest)).digest() == digest
