@@ -198,6 +198,12 @@ def run_baseline(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
         "speed",
         "--central-epochs",
         "1",
+        # The reference loop: clients trained two at a time in worker processes,
+        # one torch thread each (the testnet's nodes also train with one thread each).
+        "--workers",
+        "2",
+        "--threads",
+        "1",
         "--rounds",
         str(args.max_rounds),
         "--out",
