@@ -66,6 +66,8 @@ class FLConfig:
     torch_threads: int = 1
     device: str = "auto"
     eval_samples: int = 10_000  # test images this node reports its accuracy on
+    train_slots: int = 0  # at most this many nodes sharing train_slots_dir train at once
+    train_slots_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,10 @@ class Config:
             raise ConfigError("fl.torch_threads: must be between 1 and 256")
         if not 1 <= self.fl.eval_samples <= 10_000:
             raise ConfigError("fl.eval_samples: must be between 1 and 10000")
+        if not 0 <= self.fl.train_slots <= 1024:
+            raise ConfigError("fl.train_slots: must be between 0 (no limit) and 1024")
+        if self.fl.train_slots and not self.fl.train_slots_dir:
+            raise ConfigError("fl.train_slots_dir: must be set when fl.train_slots is")
         dev = self.fl.device
         if dev not in ("auto", "cpu", "mps", "cuda") and not (
             dev.startswith("cuda:") and dev[5:].isdigit()
@@ -245,6 +251,10 @@ device = {fl_device}
 # Test images (the first N of the 10,000) this node evaluates each global model on for
 # /status and /fl/history.
 eval_samples = {fl_eval_samples}
+# Nodes sharing one machine (a local testnet) take turns: at most train_slots of the nodes
+# that name the same train_slots_dir train at once. 0: no limit (one node per machine).
+train_slots = {fl_train_slots}
+train_slots_dir = {fl_train_slots_dir}
 """
 
 

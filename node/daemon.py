@@ -76,6 +76,7 @@ from node.rpc.view import LocalView, ModelSnapshot, PeerInfo, RoundStats
 from node.store.blobs import BlobStore
 from node.store.chain import StoreError
 from node.sync import BadSyncPeer, BlockSync, CatchUpPolicy, LagDetector, Probe
+from node.train_slots import TrainSlots
 
 __all__ = ["CONSENSUS_DIRECT_PROTOCOL", "Daemon", "DaemonOptions"]
 
@@ -420,6 +421,11 @@ class Daemon:
             next_nonce=self._next_nonce,
             current_round=lambda: self.ledger.state.meta.fl_round,
             train_config=train,
+            slots=(
+                TrainSlots(Path(cfg.fl.train_slots_dir), cfg.fl.train_slots)
+                if cfg.fl.train_slots
+                else None
+            ),
         )
         self._model_available()
 

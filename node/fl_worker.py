@@ -39,6 +39,7 @@ from fl.train import (
     Evaluation,
     TrainConfig,
     TrainingStopped,
+    TrainResult,
     evaluate_metrics,
     params_delta,
     train_local,
@@ -48,6 +49,7 @@ from node.codec import sha256
 from node.crypto import PrivateKey
 from node.ledger.genesis import Genesis
 from node.ledger.tx import ModelUpdate, Tx, sign_tx
+from node.train_slots import SlotWaitAborted, TrainSlots
 
 __all__ = ["FLWorker", "Shard", "TrainOutcome", "load_shard"]
 
@@ -118,6 +120,7 @@ class FLWorker:
         current_round: Callable[[], int],
         train_config: TrainConfig | None = None,
         encoding: str = "float32",
+        slots: TrainSlots | None = None,
     ) -> None:
         self.genesis = genesis
         self.arch = genesis.fl.model
@@ -128,6 +131,7 @@ class FLWorker:
         self.current_round = current_round
         self.cfg = train_config or TrainConfig()
         self.encoding = encoding
+        self.slots = slots
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fl-train")
         # Evaluation has its own thread: queued behind a training job, the accuracy of a
         # model would often arrive only after the next model had replaced it.
@@ -194,19 +198,25 @@ class FLWorker:
         seed = int.from_bytes(sha256(self.key.address + round.to_bytes(8, "big"))[:8], "big")
         log.info("round %d: training on %d samples", round, len(shard.labels))
         try:
-            result = await loop.run_in_executor(
-                self._pool,
-                lambda: train_local(
-                    self.arch,
-                    params,
-                    shard.images,
-                    shard.labels,
-                    self.cfg,
-                    seed=seed,
-                    round_=round,
-                    stop=self._stop.is_set,
-                ),
-            )
+
+            def job() -> TrainResult:
+                slot = self.slots.hold(self._stop) if self.slots else contextlib.nullcontext()
+                try:
+                    with slot:
+                        return train_local(
+                            self.arch,
+                            params,
+                            shard.images,
+                            shard.labels,
+                            self.cfg,
+                            seed=seed,
+                            round_=round,
+                            stop=self._stop.is_set,
+                        )
+                except SlotWaitAborted as e:
+                    raise TrainingStopped from e
+
+            result = await loop.run_in_executor(self._pool, job)
             trained_at = time.monotonic()
             delta = params_delta(result.params, params)
             payload = encode_update(

@@ -18,6 +18,7 @@ addressed as ``/dns4/<hostname>/tcp/<base_port>/p2p/<peer id>``.
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -279,6 +280,7 @@ def init_home(
 
 
 PEER_EVAL_SAMPLES = 1_000
+TRAIN_SLOTS_DIR = "train-slots"
 
 
 def testnet_init(
@@ -301,7 +303,9 @@ def testnet_init(
     node0 reports accuracy on ``eval_samples`` test images, the others on at most
     PEER_EVAL_SAMPLES: a testnet's nodes share one machine, every node evaluates the same
     global model, and N full evaluations would take CPU from training (one evaluation of
-    the 10,000 test images costs about half of a round's local training)."""
+    the 10,000 test images costs about half of a round's local training). For the same
+    reason the nodes take turns to train, as many at once as the machine has cores
+    (``node.train_slots``)."""
     if not 1 <= nodes <= 100:
         raise HomeError("--nodes must be between 1 and 100")
     if hostnames is not None and len(hostnames) != nodes:
@@ -351,7 +355,11 @@ def testnet_init(
             rpc=RPCConfig(listen=f"{rpc_host}:{rpc_port}"),
         )
         n_eval = eval_samples if i == 0 else min(eval_samples, PEER_EVAL_SAMPLES)
-        cfg = replace(cfg, fl=replace(cfg.fl, data_dir=fl_data_dir, eval_samples=n_eval))
+        fl = replace(cfg.fl, data_dir=fl_data_dir, eval_samples=n_eval)
+        if hostnames is None:  # every node on this machine: take turns for its cores
+            slots_dir = str((directory / TRAIN_SLOTS_DIR).resolve())
+            fl = replace(fl, train_slots=os.cpu_count() or 1, train_slots_dir=slots_dir)
+        cfg = replace(cfg, fl=fl)
         try:
             h.config_path.write_text(render_config(cfg))
         except ConfigError as e:

@@ -52,6 +52,7 @@ class NodeProc:
     home: Path
     rpc_url: str
     proc: subprocess.Popen[bytes] | None = None
+    eval_samples: int = 10_000  # test images behind this node's reported accuracy
 
     def status(self, timeout: float = 2.0) -> dict[str, Any] | None:
         return self.get("/status", timeout)
@@ -89,8 +90,19 @@ class Testnet:
             (p for p in Path(directory).iterdir() if p.is_dir() and p.name.startswith("node")),
             key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else 1 << 30,
         )
-        nodes = [NodeProc(i, h, Home(h).config().rpc_url()) for i, h in enumerate(homes)]
+        nodes = []
+        for i, h in enumerate(homes):
+            cfg = Home(h).config()
+            nodes.append(NodeProc(i, h, cfg.rpc_url(), eval_samples=cfg.fl.eval_samples))
         return cls(Path(directory), nodes, start_args)
+
+    @property
+    def evaluators(self) -> list[NodeProc]:
+        """The nodes that evaluate on the most test images: the target accuracy and the
+        report's history come from them only (the others' accuracies, on a small slice of
+        the test set, are only shown)."""
+        most = max(n.eval_samples for n in self.nodes)
+        return [n for n in self.nodes if n.eval_samples == most]
 
     # ----------------------------------------------------------------- processes
 
@@ -173,10 +185,14 @@ class Testnet:
             dead = self.exited()
             live = [s for s in sts if s is not None]
             rounds = max((int(s["fl_round"]) for s in live), default=0)
+            judges = {n.index for n in self.evaluators}
             accs = [
                 float(s["test_accuracy"])
-                for s in live
-                if s.get("test_accuracy") is not None and s.get("model_round") == s["fl_round"]
+                for i, s in enumerate(sts)
+                if i in judges
+                and s is not None
+                and s.get("test_accuracy") is not None
+                and s.get("model_round") == s["fl_round"]
             ]
             acc = max(accs) if accs else None
             hist_acc = self._latest_history_accuracy()
@@ -196,7 +212,7 @@ class Testnet:
     def _latest_history_accuracy(self) -> float | None:
         """The accuracy of the newest evaluated global model in a node's /fl/history
         (status alone can miss it when rounds close faster than a model is evaluated)."""
-        for n in self.nodes:
+        for n in self.evaluators:
             if n.proc is not None and n.proc.poll() is not None:
                 continue
             hist = n.get("/fl/history")
@@ -219,7 +235,7 @@ class Testnet:
             if b is not None:
                 agree_blocks.add(str(b["hash"]))
                 agree_models.add(str(b["header"]["global_model_hash"]))
-        history = self.nodes[0].get("/fl/history") or {"rounds": []}
+        history = self.evaluators[0].get("/fl/history") or {"rounds": []}
         return {
             "nodes": len(self.nodes),
             "reached_target": result.reached,

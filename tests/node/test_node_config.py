@@ -73,6 +73,7 @@ def test_any_valid_config_round_trips(
         ("[fl]\ntrainer = 1", "fl.trainer: expected true or false"),
         ("[fl]\ntorch_threads = 0", "fl.torch_threads"),
         ("[fl]\neval_samples = 10001", "fl.eval_samples"),
+        ("[fl]\ntrain_slots = 2", "fl.train_slots_dir"),
         ("[fl]\ndevice = 'tpu'", "fl.device"),
         ("p2p = 1", "p2p: expected a table"),
         ("log_level = 'loud'", "log_level"),

@@ -179,5 +179,9 @@ def test_testnet_nodes_share_evaluation_work(tmp_path: Path) -> None:
 
     homes = testnet_init(tmp_path / "net", 3, base_port=27500, eval_samples=5000)
     assert [h.config().fl.eval_samples for h in homes] == [5000, 1000, 1000]
+    # `testnet up` judges the target accuracy by node0's full evaluation only.
+    from node.testnet_runner import Testnet
+
+    assert [n.index for n in Testnet.from_homes(tmp_path / "net").evaluators] == [0]
     homes = testnet_init(tmp_path / "small", 2, base_port=27500, eval_samples=200)
     assert [h.config().fl.eval_samples for h in homes] == [200, 200]
