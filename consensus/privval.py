@@ -18,7 +18,6 @@ engine restarted mid-height resumes locked instead of suffering amnesia.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -31,6 +30,7 @@ from consensus.types import (
     VoteSignBytes,
     VoteType,
 )
+from node.atomic_file import write_atomic
 from node.codec import CodecError
 from node.crypto import PrivateKey
 
@@ -135,20 +135,7 @@ class FileStateStore:
         return SignState.from_json(text)
 
     def save(self, state: SignState) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, state.to_json().encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dfd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomic(self.path, state.to_json().encode(), mode=0o600)
 
 
 class Signer(Protocol):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -28,6 +27,8 @@ from typing import Protocol
 
 import numpy as np
 import torch
+
+from node.atomic_file import write_atomic
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -231,21 +232,6 @@ def _read_rows(path: Path, name: str, rows: np.ndarray | None = None) -> np.ndar
     return out
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so a crash never leaves a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _fetch(url: str, timeout: float) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         body: bytes = resp.read(_MAX_FILE_BYTES + 1)
@@ -276,7 +262,7 @@ def download_mnist(
             if len(data) > _MAX_FILE_BYTES or hashlib.sha256(data).hexdigest() != digest:
                 failures.append(f"{url}: SHA-256 mismatch (corrupt or tampered file)")
                 continue
-            _atomic_write(directory / name, data)
+            write_atomic(directory / name, data)
             break
         else:
             raise MnistDownloadError(

@@ -1,7 +1,7 @@
 """The FL round loop, in-process: what a node does per round, for many clients at once.
 
 :func:`local_update` is one trainer's round (train from the global model, take the delta,
-optionally privatize, encode) and is what the node's FL worker calls.
+optionally privatize, encode), the in-process counterpart of the node's FL worker round.
 :func:`run_federation` drives whole rounds for simulations and benchmarks: every client's
 update goes through the same encode -> bytes -> decode -> aggregate path as on the chain,
 so attacks that produce invalid bytes are rejected exactly where a validator would.
@@ -244,9 +244,9 @@ def _rounds(
     accountant = RDPAccountant() if cfg.dp is not None else None
     reports: list[RoundReport] = []
     start = time.perf_counter()
+    base_hash = model_hash(params)
     for r in range(cfg.rounds):
         t0 = time.perf_counter()
-        base_hash = model_hash(params)
         tasks = [
             _Task(i, c.attack, r, params, base_hash, stale.get(i), cfg)
             for i, c in enumerate(clients)
@@ -263,7 +263,7 @@ def _rounds(
                 rejected += 1
         t1 = time.perf_counter()
         result = aggregate(params, pairs, cfg.aggregation, arch=cfg.arch, momentum=momentum)
-        params, momentum = result.params, result.momentum
+        params, momentum, base_hash = result.params, result.momentum, result.model_hash
         epsilon = None
         if accountant is not None and cfg.dp is not None:
             accountant.step(cfg.dp.noise_multiplier)

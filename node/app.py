@@ -32,8 +32,7 @@ from dataclasses import dataclass
 from consensus.app import Block as AppBlock
 from consensus.app import FinalizeResult, PrepareProposalRequest
 from consensus.types import Commit
-from fl.aggregate import AggregationConfig, AggregationError, aggregate
-from fl.models import Params, model_hash
+from fl.aggregate import AggregationConfig, AggregationError, AggregationResult, aggregate
 from fl.update import DecodedUpdate, decode_update
 from node.codec import CodecError
 from node.commit_store import CommitStore
@@ -208,7 +207,7 @@ class NodeApp:
             closing = [(tx, u) for tx, u in closing if tx.hash in kept]
             if self._may_close(height, len(closing)):
                 try:
-                    new_params = self._aggregate(meta.global_model, closing)
+                    new_params = self._aggregate(meta.global_model, closing).params
                 except AggregationError as e:
                     log.warning("cannot aggregate round %d: %s", meta.fl_round, e)
                     self._count("aggregation_failed")
@@ -263,7 +262,9 @@ class NodeApp:
         while len(self._first_seen) > 64:
             self._first_seen.popitem(last=False)
 
-    def _aggregate(self, base_hash: bytes, updates: list[tuple[Tx, DecodedUpdate]]) -> Params:
+    def _aggregate(
+        self, base_hash: bytes, updates: list[tuple[Tx, DecodedUpdate]]
+    ) -> AggregationResult:
         try:
             base = self.models.resolve(base_hash)
         except (KeyError, BlobError, ModelBytesError) as e:
@@ -274,7 +275,7 @@ class NodeApp:
             )
         except ValueError as e:  # AggregationError, or ModelFormatError from the checks
             raise AggregationError(str(e)) from e
-        return result.params
+        return result
 
     # ----------------------------------------------------------------- validators
 
@@ -335,16 +336,16 @@ class NodeApp:
             decoded.append((tx, u))
         t0 = time.monotonic()
         try:
-            params = self._aggregate(meta.global_model, decoded)
+            result = self._aggregate(meta.global_model, decoded)
         except AggregationError as e:
             log.info("rejecting block %d: %s", height, e)
             return False
         self._agg_seconds[app_block.hash] = time.monotonic() - t0
-        if model_hash(params) != block.header.global_model_hash:
+        if result.model_hash != block.header.global_model_hash:
             log.warning("rejecting block %d: aggregated model hash mismatch", height)
             self._count("model_mismatch")
             return False
-        self.models.put(params, round=block.header.fl_round)
+        self.models.put(result.params, round=block.header.fl_round)
         return True
 
     # ----------------------------------------------------------------- commit
@@ -353,13 +354,18 @@ class NodeApp:
         decoded = self._decoded.get(block.hash) or self._decode(block.data)
         if decoded is None or decoded.hash != block.hash or decoded.height != height:
             raise AppError(f"decided block {height} does not decode to its hash")
-        return self.apply_committed(decoded, commit)
+        # A block that passed process_proposal at this height had its last_commit
+        # signatures verified against this very state (verdicts are cleared per block).
+        checked = self._verdicts.get(block.hash) is True
+        return self.apply_committed(decoded, commit, verify_commit=not checked)
 
-    def apply_committed(self, block: Block, commit: Commit) -> FinalizeResult:
+    def apply_committed(
+        self, block: Block, commit: Commit, *, verify_commit: bool = True
+    ) -> FinalizeResult:
         """Apply a block proven by ``commit`` (consensus decision or block sync)."""
         prev_round = self.ledger.state.meta.fl_round
         try:
-            app_hash, vupdates = self.ledger.commit_block(block)
+            app_hash, vupdates = self.ledger.commit_block(block, verify_commit=verify_commit)
         except BlockError as e:
             raise AppError(f"committed block {block.height} does not apply: {e}") from e
         if self.commits is not None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 from pathlib import Path
 
+from node.atomic_file import write_atomic
 from node.cli_common import CLIError, add_node_args, node_url
 from node.rpc.client import RPCClient, RPCClientError
 
@@ -41,12 +41,9 @@ def _cmd_download(args: argparse.Namespace) -> int:
     if digest != info.get("model_hash"):
         raise CLIError(f"model hash {digest} differs from the announced {info.get('model_hash')}")
     out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, out)
+        write_atomic(out, data)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise CLIError(f"cannot write {out}: {e}") from e
     print(f"wrote {out} ({len(data)} bytes): round {info.get('round')}, model hash {digest}")
     return 0

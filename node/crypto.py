@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from node.atomic_file import write_atomic
 from node.codec import sha256
 
 ADDRESS_LEN = 20
@@ -131,16 +132,7 @@ class PrivateKey:
         path = Path(path)
         if path.exists() and not overwrite:
             raise KeyFileError(f"{path} already exists; refusing to overwrite a key")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, (json.dumps(self.to_json(), indent=2) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_atomic(path, (json.dumps(self.to_json(), indent=2) + "\n").encode(), mode=0o600)
 
     @classmethod
     def load(cls, path: Path, *, warn: bool = True) -> PrivateKey:

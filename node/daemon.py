@@ -219,14 +219,21 @@ class Daemon:
             deadline = time.monotonic() + self.opts.peer_wait
             while not self.host.connected_peers() and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
-        for _ in range(5):
-            n = await self.blocksync.sync()
-            if n == 0:
-                break
-            log.info("block sync applied %d blocks, now at height %d", n, self.ledger.height)
+        await self._sync_passes()
         meta = self.ledger.state.meta
         if not self.models.has(meta.global_model):
             await self._fetch_model(meta.global_model, meta.fl_round)
+
+    async def _sync_passes(self, passes: int = 5) -> int:
+        """Block-sync until a pass applies nothing (at most ``passes``); blocks applied."""
+        applied = 0
+        for _ in range(passes):
+            n = await self.blocksync.sync()
+            if n == 0:
+                break
+            applied += n
+            log.info("block sync applied %d blocks, now at height %d", n, self.ledger.height)
+        return applied
 
     def _start_consensus(self) -> None:
         """Start the engine from local state when that is enough; otherwise the watcher
@@ -365,12 +372,7 @@ class Daemon:
             self._paused = consensus
             await consensus.close()
             self._paused = None
-        applied = 0
-        for _ in range(5):
-            n = await self.blocksync.sync()
-            applied += n
-            if n == 0:
-                break
+        applied = await self._sync_passes()
         detector.synced(applied, time.monotonic())
         log.info("caught up %d blocks, now at height %d", applied, self.ledger.height)
         meta = self.ledger.state.meta

@@ -248,15 +248,15 @@ def part_aggregation(args: argparse.Namespace) -> None:
 def part_bytes(args: argparse.Namespace) -> None:
     print("| model | params | encoding | dense | top-10% | top-1% |\n|---|---|---|---|---|---|")
     for arch in args.archs:
-        base, ups = _synthetic(arch, 1, args.seed)
-        delta = ups[0][1].delta
+        _, ups = _synthetic(arch, 1, args.seed)
+        base_hash, delta = ups[0][1].base_hash, ups[0][1].delta
         for enc in ENCODINGS:
             sizes = [
                 len(
                     encode_update(
                         delta,
                         arch=arch,
-                        base_hash=model_hash(base),
+                        base_hash=base_hash,
                         round_=0,
                         num_samples=600,
                         encoding=enc,

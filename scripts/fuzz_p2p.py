@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import struct
 import sys
 import time
 from collections.abc import Callable
@@ -81,7 +80,7 @@ def target_yamux(items: list[tuple[int, int, int, int, int]]) -> None:
             if typ == yamux.TYPE_DATA:
                 length = min(length, 70000)
                 body = b"d" * length
-            s.receive_data(struct.pack(">BBHII", version, typ, flags, sid, length) + body)
+            s.receive_data(yamux.HEADER.pack(version, typ, flags, sid, length) + body)
             for sid_open in list(s._streams)[:2]:
                 s.consumed(sid_open, 1000)
             s.data_to_send()

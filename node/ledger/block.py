@@ -20,6 +20,7 @@ Choices (kept consistent by ``State.apply_block``):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Annotated, ClassVar
 
 from consensus.types import ChainId, Commit
@@ -91,6 +92,15 @@ class Block(Record):
             raise CodecError("txs_root does not match the transactions", path)
         if commit_hash(self.last_commit) != h.last_commit_hash:
             raise CodecError("last_commit_hash does not match last_commit", path)
+
+    def encode(self) -> bytes:
+        """The canonical bytes, computed once: a block is encoded by the decoder's
+        canonical check, compared against the proposal bytes and written to the store."""
+        return self._wire
+
+    @cached_property
+    def _wire(self) -> bytes:
+        return super().encode()
 
     @property
     def hash(self) -> bytes:

@@ -152,17 +152,32 @@ class Tx(Record):
         tx = cls.decode(data)
         tx.__dict__["hash"] = sha256(data)
         tx.__dict__["size"] = len(data)
+        sign_bytes = tx._slice_sign_bytes(data)
+        if sign_bytes is not None:
+            tx.__dict__["_sign_bytes"] = sign_bytes
+        return tx
+
+    def _slice_sign_bytes(self, data: bytes) -> bytes | None:
         # The canonical Tx map is the TxSignBytes map plus a trailing signature entry, so
         # the signed bytes are a slice of the wire bytes: no second encoding per tx.
-        if data[0] == 0x86 and data.endswith(_SIG_ENTRY + tx.signature):
-            body = data[1 : len(data) - len(_SIG_ENTRY) - 64]
-            tx.__dict__["_sign_bytes"] = SIGN_DOMAIN + b"\x85" + body
-        return tx
+        if data[0] == 0x86 and data.endswith(_SIG_ENTRY + self.signature):
+            return SIGN_DOMAIN + b"\x85" + data[1 : len(data) - len(_SIG_ENTRY) - 64]
+        return None
+
+    @cached_property
+    def _wire(self) -> bytes:
+        """The canonical encoding, computed once for hash, size and signed bytes (txs
+        decoded inside a block do not come through ``from_bytes``)."""
+        return self.encode()
+
+    @cached_property
+    def hash(self) -> bytes:
+        return sha256(self._wire)
 
     @cached_property
     def size(self) -> int:
         """Length of the canonical encoding (what the size-based fee is charged on)."""
-        return len(self.encode())
+        return len(self._wire)
 
     @cached_property
     def address(self) -> bytes:
@@ -170,12 +185,17 @@ class Tx(Record):
 
     def sign_bytes(self) -> bytes:
         cached = self.__dict__.get("_sign_bytes")
-        if cached is not None:
-            return bytes(cached)
-        return (
-            SIGN_DOMAIN
-            + TxSignBytes(self.chain_id, self.sender, self.nonce, self.fee, self.body).encode()
-        )
+        if cached is None:
+            cached = self._slice_sign_bytes(self._wire)
+            if cached is None:  # unreachable for a canonical Tx; kept as the definition
+                cached = (
+                    SIGN_DOMAIN
+                    + TxSignBytes(
+                        self.chain_id, self.sender, self.nonce, self.fee, self.body
+                    ).encode()
+                )
+            self.__dict__["_sign_bytes"] = cached
+        return bytes(cached)
 
     def signature_ok(self) -> bool:
         ok = self.__dict__.get("_sig_ok")

@@ -21,8 +21,8 @@ from node.p2p.connection import Connection, Stream
 from node.p2p.multiaddr import Multiaddr, MultiaddrError
 from node.p2p.pb import identify_pb2
 from node.p2p.peer_id import PeerID
-from node.p2p.streamio import MessageTooLarge, read_to_eof
-from node.p2p.varint import VarintError, decode_uvarint, encode_uvarint
+from node.p2p.streamio import MessageTooLarge, read_to_eof, write_length_prefixed
+from node.p2p.varint import VarintError, decode_uvarint
 
 if TYPE_CHECKING:
     from node.p2p.host import Host
@@ -113,7 +113,7 @@ def parse_message(data: bytes, peer: PeerID | None) -> IdentifyInfo:
 def make_handler(host: Host) -> Callable[[Stream], Awaitable[None]]:
     async def handle_identify(stream: Stream) -> None:
         body = build_message(host, stream.conn.remote_addr)
-        await stream.write(encode_uvarint(len(body)) + body)
+        await write_length_prefixed(stream, body)
         await stream.close()
 
     return handle_identify
@@ -151,7 +151,7 @@ async def push(host: Host, conn: Connection) -> None:
     """Send our current identify message to the peer on ``conn``."""
     stream = await host.new_stream_on(conn, [PUSH_PROTOCOL_ID])
     body = build_message(host, conn.remote_addr)
-    await stream.write(encode_uvarint(len(body)) + body)
+    await write_length_prefixed(stream, body)
     await stream.close()
 
 

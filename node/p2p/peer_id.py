@@ -13,14 +13,11 @@ import hashlib
 import os
 from functools import total_ordering
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import DecodeError
 
+from node.crypto import verify
 from node.p2p.pb import crypto_pb2
 from node.p2p.varint import VarintError, decode_uvarint, encode_uvarint
 
@@ -95,10 +92,9 @@ def verify_libp2p_signature(pubkey_proto: bytes, data: bytes, sig: bytes) -> boo
     """True when ``sig`` is the key's Ed25519 signature of ``data``; never raises."""
     try:
         raw = ed25519_key_from_proto(pubkey_proto)
-        Ed25519PublicKey.from_public_bytes(raw).verify(sig, data)
-    except (PeerIDError, InvalidSignature, ValueError):
+    except PeerIDError:
         return False
-    return True
+    return verify(raw, sig, data)
 
 
 @total_ordering

@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 from node.p2p.multiaddr import Multiaddr, MultiaddrError
 from node.p2p.pb import crypto_pb2, envelope_pb2, peer_record_pb2
 from node.p2p.peer_id import IdentityKey, PeerID, PeerIDError, verify_libp2p_signature
-from node.p2p.varint import encode_uvarint
+from node.p2p.varint import length_prefixed
 
 DOMAIN = b"libp2p-peer-record"
 PAYLOAD_TYPE = bytes([0x03, 0x01])
@@ -36,7 +36,7 @@ class PeerRecord:
 
 
 def _signed_bytes(payload_type: bytes, payload: bytes) -> bytes:
-    return b"".join(encode_uvarint(len(p)) + p for p in (DOMAIN, payload_type, payload))
+    return b"".join(length_prefixed(p) for p in (DOMAIN, payload_type, payload))
 
 
 def seal(identity: IdentityKey, addrs: list[Multiaddr], seq: int) -> bytes:

@@ -19,8 +19,8 @@ from node.p2p.connection import Stream, StreamReset
 from node.p2p.host import Host
 from node.p2p.multistream import MultistreamError
 from node.p2p.peer_id import PeerID
-from node.p2p.streamio import read_length_prefixed
-from node.p2p.varint import VarintError, encode_uvarint
+from node.p2p.streamio import read_length_prefixed, write_length_prefixed
+from node.p2p.varint import VarintError, length_prefixed
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class RequestResponse:
     async def _do_request(self, peer: PeerID, data: bytes) -> bytes:
         stream = await self.host.new_stream(peer, [self.protocol], dial=True)
         try:
-            await stream.write(encode_uvarint(len(data)) + data)
+            await write_length_prefixed(stream, data)
             await stream.close()
             status = await stream.readexactly(1)
             limit = self.config.max_response if status[0] == STATUS_OK else MAX_ERROR_MESSAGE
@@ -146,7 +146,7 @@ class RequestResponse:
                     self.host.count("reqresp_response_too_large", peer, self.protocol)
                     response = b"response too large"
                     status = STATUS_ERROR
-                await stream.write(bytes([status]) + encode_uvarint(len(response)) + response)
+                await stream.write(bytes([status]) + length_prefixed(response))
                 await stream.close()
         except TimeoutError:
             self.host.count("reqresp_timeout", peer, self.protocol)

@@ -14,10 +14,11 @@ than the retention window, except pinned hashes (e.g. the current global model).
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
+
+from node.atomic_file import write_atomic
 
 __all__ = ["BlobError", "BlobNotFound", "BlobStore", "CorruptBlob"]
 
@@ -32,14 +33,6 @@ class BlobNotFound(BlobError, KeyError):
 
 class CorruptBlob(BlobError):
     """The file under a hash does not hash to it (torn write, disk corruption, tampering)."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BlobStore:
@@ -73,18 +66,7 @@ class BlobStore:
         digest = hashlib.sha256(data).digest()
         path = self.path_of(digest)
         if not path.exists():
-            path.parent.mkdir(exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            write_atomic(path, data)
         if round is not None:
             self._index.execute(
                 "INSERT INTO rounds (hash, round) VALUES (?, ?) "

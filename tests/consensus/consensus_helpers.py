@@ -8,9 +8,10 @@ from consensus.app import Block
 from consensus.engine import Broadcast, Effect
 from consensus.privval import GuardedSigner, MemoryStateStore
 from consensus.registry import EngineConfig
+from consensus.sim.network import UnguardedSigner
 from consensus.tendermint.engine import TendermintEngine
 from consensus.tendermint.messages import Envelope, ProposalMsg, VoteMsg
-from consensus.types import Proposal, Validator, ValidatorSet, Vote, VoteType
+from consensus.types import Validator, ValidatorSet, Vote, VoteType
 from node.codec import sha256
 from node.crypto import PrivateKey
 
@@ -47,14 +48,12 @@ def block(tag: str) -> Block:
 
 
 def vote_msg(key: PrivateKey, h: int, r: int, t: VoteType, block_hash: bytes) -> bytes:
-    v = Vote(CHAIN, h, r, int(t), block_hash, key.address, b"\0" * 64)
-    v = v.replace(signature=key.sign(v.sign_bytes()))
+    v = UnguardedSigner(key).sign_vote(CHAIN, h, r, t, block_hash)
     return Envelope(VoteMsg(v)).encode()
 
 
 def proposal_msg(key: PrivateKey, h: int, r: int, b: Block, pol_round: int = -1) -> bytes:
-    p = Proposal(CHAIN, h, r, pol_round + 1, b.hash, key.address, b"\0" * 64)
-    p = p.replace(signature=key.sign(p.sign_bytes()))
+    p = UnguardedSigner(key).sign_proposal(CHAIN, h, r, pol_round + 1, b.hash)
     return Envelope(ProposalMsg(p, b.data)).encode()
 
 

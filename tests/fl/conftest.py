@@ -1,30 +1,14 @@
-"""Shared fixtures: the MNIST copy that CI provides next to the repository (never fetched)."""
+"""Shared fixtures: MNIST loaded once per session from the suite's ``mnist_dir``."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from fl.data import DATA_DIR_ENV, Mnist, load_mnist
-
-
-def _mnist_dir() -> Path:
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / ".." / "shared" / "mnist"
+from fl.data import Mnist, load_mnist
 
 
 @pytest.fixture(scope="session")
-def mnist_path() -> Path:
-    directory = _mnist_dir()
-    if not directory.is_dir():
-        pytest.fail(f"MNIST test data missing at {directory}; set {DATA_DIR_ENV}")
-    return directory.resolve()
-
-
-@pytest.fixture(scope="session")
-def mnist(mnist_path: Path) -> Mnist:
-    return load_mnist(mnist_path)
+def mnist(mnist_dir: Path) -> Mnist:
+    return load_mnist(mnist_dir)

@@ -49,17 +49,17 @@ def test_parse_idx_rejects_malformed() -> None:
 
 
 def test_env_var_and_missing_dir(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_path: Path
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_dir: Path
 ) -> None:
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
     with pytest.raises(MnistNotFoundError, match=DATA_DIR_ENV):
         load_mnist()
     for name in FILES:
-        (tmp_path / f"{name}.gz").symlink_to((mnist_path / f"{name}.gz").resolve())
+        (tmp_path / f"{name}.gz").symlink_to((mnist_dir / f"{name}.gz").resolve())
     assert load_mnist().train_labels.shape == (60000,)
 
 
-def test_a_selection_keeps_only_the_chosen_rows_in_order(mnist: Mnist, mnist_path: Path) -> None:
+def test_a_selection_keeps_only_the_chosen_rows_in_order(mnist: Mnist, mnist_dir: Path) -> None:
     """A node's shard: exactly the rows ``select_train`` picks from the labels, in order."""
     seen: list[np.ndarray] = []
 
@@ -67,7 +67,7 @@ def test_a_selection_keeps_only_the_chosen_rows_in_order(mnist: Mnist, mnist_pat
         seen.append(labels)
         return np.flatnonzero(labels == 7)[::-50]
 
-    part = load_mnist(mnist_path, select_train=pick, test_limit=123)
+    part = load_mnist(mnist_dir, select_train=pick, test_limit=123)
     rows = torch.from_numpy(pick(mnist.train_labels.numpy()).copy())
     assert np.array_equal(seen[0], mnist.train_labels.numpy()) and seen[0].dtype == np.int64
     assert torch.equal(part.train_images, mnist.train_images[rows])
@@ -76,15 +76,15 @@ def test_a_selection_keeps_only_the_chosen_rows_in_order(mnist: Mnist, mnist_pat
     assert torch.equal(part.test_images, mnist.test_images[:123])
     assert torch.equal(part.test_labels, mnist.test_labels[:123])
     with pytest.raises(DataError, match="row indices"):
-        load_mnist(mnist_path, select_train=lambda labels: np.array([60000]))
+        load_mnist(mnist_dir, select_train=lambda labels: np.array([60000]))
 
 
-def test_a_truncated_file_fails_its_checksum(tmp_path: Path, mnist_path: Path) -> None:
+def test_a_truncated_file_fails_its_checksum(tmp_path: Path, mnist_dir: Path) -> None:
     for name in FILES:
-        (tmp_path / f"{name}.gz").symlink_to((mnist_path / f"{name}.gz").resolve())
+        (tmp_path / f"{name}.gz").symlink_to((mnist_dir / f"{name}.gz").resolve())
     bad = tmp_path / "t10k-images-idx3-ubyte.gz"
     bad.unlink()
-    images = gzip.decompress((mnist_path / "t10k-images-idx3-ubyte.gz").read_bytes())
+    images = gzip.decompress((mnist_dir / "t10k-images-idx3-ubyte.gz").read_bytes())
     bad.write_bytes(gzip.compress(images[:-784], compresslevel=1))
     with pytest.raises(MnistChecksumError, match="SHA-256"):
         load_mnist(tmp_path, test_limit=10)
@@ -93,12 +93,12 @@ def test_a_truncated_file_fails_its_checksum(tmp_path: Path, mnist_path: Path) -
         load_mnist(tmp_path)
 
 
-def test_corrupt_local_file_is_rejected(tmp_path: Path, mnist_path: Path) -> None:
+def test_corrupt_local_file_is_rejected(tmp_path: Path, mnist_dir: Path) -> None:
     for name in FILES:
-        (tmp_path / f"{name}.gz").symlink_to((mnist_path / f"{name}.gz").resolve())
+        (tmp_path / f"{name}.gz").symlink_to((mnist_dir / f"{name}.gz").resolve())
     bad = tmp_path / "t10k-labels-idx1-ubyte.gz"
     bad.unlink()
-    labels = gzip.decompress((mnist_path / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    labels = gzip.decompress((mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes())
     bad.write_bytes(gzip.compress(labels[:-1] + bytes([(labels[-1] + 1) % 10])))
     with pytest.raises(MnistChecksumError, match="SHA-256"):
         load_mnist(tmp_path)
@@ -110,13 +110,13 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def mirrors(tmp_path: Path, mnist_path: Path) -> Iterator[tuple[str, str]]:
+def mirrors(tmp_path: Path, mnist_dir: Path) -> Iterator[tuple[str, str]]:
     """Two local mirrors: ``bad/`` serves a tampered train-labels file, ``good/`` the real one."""
     root = tmp_path / "www"
     for sub in ("good", "bad"):
         (root / sub).mkdir(parents=True)
     for name in ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"):
-        shutil.copy(mnist_path / f"{name}.gz", root / "good" / f"{name}.gz")
+        shutil.copy(mnist_dir / f"{name}.gz", root / "good" / f"{name}.gz")
     labels = gzip.decompress((root / "good" / "train-labels-idx1-ubyte.gz").read_bytes())
     tampered = labels[:100] + bytes([(labels[100] + 1) % 10]) + labels[101:]
     (root / "bad" / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(tampered))
@@ -132,14 +132,14 @@ def mirrors(tmp_path: Path, mnist_path: Path) -> Iterator[tuple[str, str]]:
         thread.join()
 
 
-def _cache_with_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_path: Path) -> Path:
+def _cache_with_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_dir: Path) -> Path:
     """A cache dir holding the two big image files, so only the label files download."""
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     cache = tmp_path / "cache" / "fedchain" / "mnist"
     cache.mkdir(parents=True)
     for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
-        (cache / f"{name}.gz").symlink_to((mnist_path / f"{name}.gz").resolve())
+        (cache / f"{name}.gz").symlink_to((mnist_dir / f"{name}.gz").resolve())
     return cache
 
 
@@ -147,9 +147,9 @@ def test_download_skips_corrupt_mirror(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     mirrors: tuple[str, str],
-    mnist_path: Path,
+    mnist_dir: Path,
 ) -> None:
-    cache = _cache_with_images(tmp_path, monkeypatch, mnist_path)
+    cache = _cache_with_images(tmp_path, monkeypatch, mnist_dir)
     data = load_mnist(mirrors=mirrors, timeout=10)
     assert data.train_labels[:5].tolist() == [5, 0, 4, 1, 9]
     # Stored decompressed, verified, and no temporary files left behind.
@@ -161,18 +161,18 @@ def test_download_rejects_corrupt_file(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     mirrors: tuple[str, str],
-    mnist_path: Path,
+    mnist_dir: Path,
 ) -> None:
-    cache = _cache_with_images(tmp_path, monkeypatch, mnist_path)
+    cache = _cache_with_images(tmp_path, monkeypatch, mnist_dir)
     with pytest.raises(MnistDownloadError, match="SHA-256 mismatch"):
         load_mnist(mirrors=[mirrors[0]], timeout=10)
     assert not (cache / "train-labels-idx1-ubyte").exists()
 
 
 def test_offline_error_says_how_to_use_local_copy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_path: Path
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_dir: Path
 ) -> None:
-    _cache_with_images(tmp_path, monkeypatch, mnist_path)
+    _cache_with_images(tmp_path, monkeypatch, mnist_dir)
     with pytest.raises(MnistDownloadError) as info:
         load_mnist(mirrors=["http://127.0.0.1:9/"], timeout=2)
     assert DATA_DIR_ENV in str(info.value) and "--data-dir" in str(info.value)

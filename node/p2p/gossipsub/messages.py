@@ -36,10 +36,6 @@ class Message:
     seqno: bytes | None = None
     signature: bytes | None = None
     key: bytes | None = None
-    # A precomputed protobuf encoding that wire.py sends instead of re-encoding the fields
-    # (None normally: the router keeps messages in its cache, and a second full-size copy
-    # of every message there would double the memory a burst of large messages touches).
-    raw: bytes | memoryview | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)

@@ -142,33 +142,6 @@ class _PeerOut:
     busy: bool = False  # the writer task is inside stream.write
 
 
-class FrameReader:
-    """Varint-length-prefixed frames from a stream, read in large chunks (a FrameParser
-    driven by ``read``; the service itself feeds its parser from the stream's receiver).
-
-    A length above ``max_size`` raises MessageTooLarge as soon as the prefix is complete,
-    before any of the announced bytes are awaited.
-    """
-
-    CHUNK = 1 << 20
-
-    def __init__(self, stream: Stream, max_size: int) -> None:
-        self._stream = stream
-        self._parser = FrameParser(max_size)
-        self._ready: deque[memoryview] = deque()
-
-    async def next(self) -> bytes | None:
-        """The next frame; None at a clean EOF between frames."""
-        while not self._ready:
-            chunk = await self._stream.read(self.CHUNK)
-            if not chunk:
-                if not self._parser.at_boundary():
-                    raise EOFError("stream ended inside an RPC")
-                return None
-            self._ready.extend(self._parser.feed(chunk))
-        return bytes(self._ready.popleft())
-
-
 class GossipSub:
     def __init__(
         self,
@@ -531,8 +504,18 @@ class GossipSub:
     # ------------------------------------------------------------------ effects
     def _flush(self) -> None:
         router = self.router
+        # A relayed message mostly goes out alone in each mesh peer's RPC, and those RPCs
+        # encode to the same bytes: encode (copy the payload) once and share the buffer.
+        alone: dict[int, bytes] = {}
         for peer, rpc in router.take_outgoing():
-            self._enqueue(peer, encode_rpc_framed(rpc))
+            if len(rpc.publish) == 1 and not rpc.subscriptions and not rpc.has_control():
+                key = id(rpc.publish[0])  # the message stays alive in ``rpc`` meanwhile
+                data = alone.get(key)
+                if data is None:
+                    data = alone[key] = encode_rpc_framed(rpc)
+            else:
+                data = encode_rpc_framed(rpc)
+            self._enqueue(peer, data)
         for ev in router.take_events():
             if isinstance(ev, Deliver):
                 self._deliver(ev)

@@ -40,8 +40,7 @@ class IdentitySigner:
         # The signing buffer is transient: the message keeps only ``data`` (which its
         # publisher handed us), so a burst of large messages held in the message cache
         # costs one copy of each in memory, not two (fresh pages are page faults).
-        head = [SIGNING_PREFIX, *signed_field_parts(msg)]
-        sig = self._identity.sign(b"".join(head))
+        sig = self._identity.sign(signing_payload(msg))
         if len(sig) != SIG_LEN:
             raise ValueError("identity signatures must be 64-byte Ed25519 signatures")
         msg.signature = sig

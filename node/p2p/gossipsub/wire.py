@@ -51,11 +51,7 @@ def message_to_pb(msg: Message, *, for_signing: bool = False) -> rpc_pb2.Message
 
 def _field(tag: bytes, value: bytes | memoryview) -> bytes:
     """One small length-delimited field (tag, varint length, value) as a single bytes."""
-    n = len(value)
-    return tag + (_VARINT_1[n] if n < 0x80 else encode_uvarint(n)) + value
-
-
-_VARINT_1 = [bytes([i]) for i in range(0x80)]
+    return tag + encode_uvarint(len(value)) + value
 
 
 def signed_field_parts(msg: Message) -> list[bytes | memoryview]:
@@ -68,8 +64,7 @@ def signed_field_parts(msg: Message) -> list[bytes | memoryview]:
     wire encoding each be built with one copy of a large ``data``.
     """
     data = msg.data
-    n = len(data)
-    head = b"\x12" + (_VARINT_1[n] if n < 0x80 else encode_uvarint(n))
+    head = b"\x12" + encode_uvarint(len(data))
     if msg.from_ is not None:
         head = _field(b"\x0a", msg.from_) + head
     tail = _field(b"\x22", msg.topic.encode())
@@ -88,10 +83,8 @@ def trailer_parts(msg: Message) -> list[bytes | memoryview]:
     return [trailer] if trailer else []
 
 
-def encode_message(msg: Message) -> bytes | memoryview:
-    """The wire encoding of a message (its cached ``raw`` when one was set)."""
-    if msg.raw is not None:
-        return msg.raw
+def encode_message(msg: Message) -> bytes:
+    """The wire encoding of a message."""
     return b"".join(message_parts(msg))
 
 
@@ -99,8 +92,6 @@ def message_parts(msg: Message) -> list[bytes | memoryview]:
     """The wire encoding of a message as pieces, ``data`` among them uncopied. RPC encoders
     splice these in, so relaying a message copies its data once per RPC and never keeps a
     second full-size copy alive in the message cache (fresh memory costs page faults)."""
-    if msg.raw is not None:
-        return [msg.raw]
     return signed_field_parts(msg) + trailer_parts(msg)
 
 
@@ -123,7 +114,7 @@ def _rpc_parts(rpc: RPC) -> list[bytes | memoryview]:
     for msg in rpc.publish:
         body = message_parts(msg)
         n = sum(map(len, body))
-        parts.append(b"\x12" + (_VARINT_1[n] if n < 0x80 else encode_uvarint(n)))
+        parts.append(b"\x12" + encode_uvarint(n))
         parts += body
     return parts
 

@@ -15,7 +15,7 @@ from fl.models import init_params, model_hash
 from fl.update import decode_update
 from node.app import NodeApp, aggregation_config
 from node.ledger.genesis import params_of
-from node.ledger.tx import Transfer, sign_tx
+from node.ledger.tx import Transfer, Tx, sign_tx
 from node.model_store import ZERO_HASH
 
 
@@ -65,17 +65,22 @@ def _app(chain: Chain, i: int = 1) -> NodeApp:
     return chain.nodes[i].app
 
 
-def test_process_proposal_rejects_a_wrong_model_hash(tmp_path: Path) -> None:
-    chain = Chain.build(tmp_path, min_updates=1)
+def _first_update(chain: Chain, seed: int) -> tuple[Tx, bytes]:
+    """A round-0 model update by the first validator, on the genesis model."""
     g = chain.genesis
-    tx, payload = make_update(
+    return make_update(
         chain.keys[0],
         g,
         round=0,
         base_ledger_hash=ZERO_HASH,
         base_fl_hash=initial_fl_hash(g),
-        seed=7,
+        seed=seed,
     )
+
+
+def test_process_proposal_rejects_a_wrong_model_hash(tmp_path: Path) -> None:
+    chain = Chain.build(tmp_path, min_updates=1)
+    tx, payload = _first_update(chain, seed=7)
     proposer = _app(chain, 0)
     proposer.mempool.add(tx, payload)
     req = PrepareProposalRequest(1, 0, chain.keys[0].address, None, 1_700_000_001_000)
@@ -103,15 +108,7 @@ def test_process_proposal_rejects_a_wrong_model_hash(tmp_path: Path) -> None:
 
 def test_round_stays_open_below_min_updates(tmp_path: Path) -> None:
     chain = Chain.build(tmp_path, min_updates=3)
-    g = chain.genesis
-    tx, payload = make_update(
-        chain.keys[0],
-        g,
-        round=0,
-        base_ledger_hash=ZERO_HASH,
-        base_fl_hash=initial_fl_hash(g),
-        seed=1,
-    )
+    tx, payload = _first_update(chain, seed=1)
     app = _app(chain, 0)
     app.mempool.add(tx, payload)
     blk = app.prepare_proposal(PrepareProposalRequest(1, 0, chain.keys[0].address, None, 1))

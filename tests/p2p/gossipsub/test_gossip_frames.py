@@ -4,14 +4,42 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import deque
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.p2p.gossipsub.service import FrameReader
-from node.p2p.streamio import MessageTooLarge
+from node.p2p.gossipsub.frames import FrameParser
+from node.p2p.streamio import ByteStream, MessageTooLarge
 from node.p2p.varint import encode_uvarint, length_prefixed
+
+
+class FrameReader:
+    """Varint-length-prefixed frames from a stream, read in large chunks: a FrameParser
+    driven by ``read`` (the service feeds its parser from the stream's receiver instead).
+
+    A length above ``max_size`` raises MessageTooLarge as soon as the prefix is complete,
+    before any of the announced bytes are awaited.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, stream: ByteStream, max_size: int) -> None:
+        self._stream = stream
+        self._parser = FrameParser(max_size)
+        self._ready: deque[memoryview] = deque()
+
+    async def next(self) -> bytes | None:
+        """The next frame; None at a clean EOF between frames."""
+        while not self._ready:
+            chunk = await self._stream.read(self.CHUNK)
+            if not chunk:
+                if not self._parser.at_boundary():
+                    raise EOFError("stream ended inside an RPC")
+                return None
+            self._ready.extend(self._parser.feed(chunk))
+        return bytes(self._ready.popleft())
 
 
 class ChunkStream:
