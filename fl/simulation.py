@@ -26,7 +26,7 @@ from fl.aggregate import AggregationConfig, aggregate
 from fl.data import Mnist
 from fl.models import Params, build_model, init_params, model_hash
 from fl.privacy import RDPAccountant
-from fl.train import TrainConfig, evaluate, params_delta, train_local
+from fl.train import TrainConfig, evaluate, params_delta, train_local, training_seed
 from fl.update import DecodedUpdate, ModelUpdate, UpdateError, clip_and_noise, decode_update
 from fl.update import encode_update as _encode
 
@@ -126,11 +126,6 @@ def local_update(
     return upd, delta
 
 
-def _client_seed(seed: int, round_: int, client: int) -> int:
-    digest = hashlib.sha256(f"fedchain/train/{seed}/{round_}/{client}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
 # Per-process state of client training: every client's local data (set in-process, or
 # inherited through fork by worker processes) and one reusable module per architecture.
 _CLIENT_DATA: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -159,7 +154,7 @@ def _client_round(task: _Task) -> tuple[bytes, Params | None]:
     free-rider needs one to replay later."""
     cfg = task.cfg
     x, y = _CLIENT_DATA[task.client]
-    seed = _client_seed(cfg.seed, task.round_, task.client)
+    seed = training_seed(cfg.seed, task.round_, task.client)
     model = _MODELS.get(cfg.arch)
     if model is None:
         model = _MODELS[cfg.arch] = build_model(cfg.arch, task.params)

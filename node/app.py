@@ -238,6 +238,17 @@ class NodeApp:
         self._verdicts[block.hash] = True  # our own block: no need to re-check it
         return AppBlock(block.hash, data)
 
+    def has_work(self) -> bool:
+        """Whether the next block would carry something: an ordinary tx, or enough updates
+        to close the FL round. Consensus engines that wait for transactions before an
+        empty block (``timeout_empty_blocks``) start a height when this turns true; pending
+        updates alone do not count until the round may close, or every update's arrival
+        would cut an empty block."""
+        if self.mempool.has_ordinary():
+            return True
+        meta = self.ledger.state.meta
+        return self._may_close(meta.height + 1, len(self.mempool.model_updates(meta.fl_round)))
+
     def _closing_updates(self, height: int) -> list[tuple[Tx, DecodedUpdate]]:
         meta = self.ledger.state.meta
         base_fl = self.models.fl_hash(meta.global_model)

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 
 from consensus.app import AppConnector
 from consensus.engine import (
+    BlockCommitted,
     Broadcast,
     Checkpoint,
     CommitBlock,
@@ -37,6 +38,7 @@ from consensus.engine import (
     SendTo,
     Start,
     TimeoutFired,
+    TxsAvailable,
 )
 from node.app import NodeApp
 from node.codec import Record
@@ -92,6 +94,10 @@ class EngineRunner:
                 ev = self._queue.popleft()
                 for eff in self.engine.handle(ev):
                     self._perform(eff)
+                if isinstance(ev, BlockCommitted) and self.app.has_work():
+                    # Txs left in the mempool (or a round now closable) are work for the
+                    # new height; the engine forgot the old height's TxsAvailable.
+                    self._queue.append(TxsAvailable())
         except Exception as e:
             # An application failure here (a decided block that does not apply, a broken
             # store) means this node can no longer follow the chain safely: stop feeding.

@@ -232,6 +232,7 @@ class Daemon:
             if n == 0:
                 break
             applied += n
+            self.view.metrics.blocks_synced.inc(n)
             log.info("block sync applied %d blocks, now at height %d", n, self.ledger.height)
         return applied
 
@@ -367,6 +368,7 @@ class Daemon:
             probe.tip,
         )
         self.view.syncing = True
+        self.view.metrics.catchups.inc()
         consensus, self.consensus = self.consensus, None
         if consensus is not None:
             self._paused = consensus
@@ -441,8 +443,7 @@ class Daemon:
         self.mempool.add(tx, payload)
         if payload is not None and isinstance(tx.body, ModelUpdate):
             self.blobs.put(payload, round=tx.body.round)
-        if self.consensus is not None:
-            self.consensus.feed(TxsAvailable())
+        self._txs_changed()
 
     async def _publish_tx(self, tx: Tx, payload: bytes | None) -> None:
         if payload is not None and isinstance(tx.body, ModelUpdate):
@@ -450,7 +451,12 @@ class Daemon:
             await self._publish(self.topics.updates, UpdateGossip(tx.encode(), payload).encode())
         else:
             await self._publish(self.topics.txs, tx.encode())
-        if self.consensus is not None:
+        self._txs_changed()
+
+    def _txs_changed(self) -> None:
+        # Only work for a block wakes an engine that waits for transactions: an update
+        # that does not yet let the round close would just cut an empty block.
+        if self.consensus is not None and self.app.has_work():
             self.consensus.feed(TxsAvailable())
 
     def _apply_synced(self, block: Block, commit: Commit) -> None:
@@ -491,7 +497,9 @@ class Daemon:
         accuracy = self._model_available()
         result = await accuracy if accuracy is not None else None
         acc, loss = (result.accuracy, result.loss) if result is not None else (None, None)
-        stats = RoundStats(h.fl_round - 1, h.height, ev.updates, acc, loss, seconds)
+        stats = RoundStats(
+            h.fl_round - 1, h.height, ev.updates, acc, loss, seconds, h.global_model_hash.hex()
+        )
         self.view.history.append(stats)
         self._log_round(ev, seconds, acc, closed_at)
 
@@ -548,10 +556,12 @@ class Daemon:
         self.view.snapshot = ModelSnapshot.from_params(meta.fl_round, self.models.arch, params)
         if self.worker is None:
             return None
-        self.worker.on_model(meta.fl_round, meta.global_model, params)
+        # Created first, so its job reaches the worker's thread before the training job
+        # (tasks start in creation order): the accuracy does not wait for an epoch.
         task = asyncio.create_task(self._evaluate(params, meta.fl_round), name="evaluate")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self.worker.on_model(meta.fl_round, meta.global_model, params)
         return task
 
     async def _evaluate(self, params: Params, round: int) -> Evaluation | None:

@@ -62,6 +62,7 @@ DATA_DIR = "data"
 
 DEFAULT_BALANCE = 10**12
 DEFAULT_STAKE = 10**6
+EMPTY_BLOCKS_INTERVAL = 5  # seconds; Tendermint option timeout_empty_blocks
 
 
 class HomeError(Exception):
@@ -146,7 +147,11 @@ def make_genesis(
         validators=tuple(GenesisValidator(pk, stake) for pk in validators),
         trainers=tuple(trainer_addrs),
         consensus_engine=engine,
-        consensus_params=params_of({}),
+        # A height with nothing to commit waits up to this long for work before its
+        # (empty) block: blocks while an FL round trains would only cost CPU.
+        consensus_params=params_of(
+            {"timeout_empty_blocks": EMPTY_BLOCKS_INTERVAL} if engine == "tendermint" else {}
+        ),
         fees=FeeParams(base=10, per_byte=1),
         staking=StakingParams(
             unbonding_blocks=100,
@@ -163,9 +168,9 @@ def make_genesis(
             aggregation=aggregation,
             aggregation_params=(),
             min_updates=min_updates,
-            # Blocks come about once a second; a full shard trains for tens of seconds on a
-            # shared CPU, so a shorter timeout closes rounds before most updates arrive.
-            round_timeout_blocks=300,
+            # An idle chain cuts a block every EMPTY_BLOCKS_INTERVAL seconds (sooner with
+            # txs): 120 blocks is 2-10 minutes, well beyond a local epoch on a shared CPU.
+            round_timeout_blocks=120,
             partition=partition,
             max_update_bytes=4 << 20,
         ),

@@ -121,6 +121,10 @@ class Mempool:
         s = self._senders.get(address)
         return list(s.txs) if s else []
 
+    def has_ordinary(self) -> bool:
+        """Whether some ordinary (non-update) tx could go into the next block."""
+        return any(not isinstance(s.txs[0].body, ModelUpdate) for s in self._senders.values())
+
     def model_updates(self, round: int) -> list[Tx]:
         """Pending updates for ``round`` that are the next tx of their sender (so they can
         go into the next block), in hash order (a proposer-independent order)."""

@@ -61,6 +61,24 @@ class NodeMetrics:
             namespace=ns,
             registry=r,
         )
+        self.catching_up = Gauge(
+            "catching_up",
+            "1 while the node block-syncs instead of taking part in consensus",
+            namespace=ns,
+            registry=r,
+        )
+        self.catchups = Counter(
+            "catchups",
+            "Times the node found itself behind the chain and paused consensus to sync",
+            namespace=ns,
+            registry=r,
+        )
+        self.blocks_synced = Counter(
+            "blocks_synced",
+            "Blocks applied through block sync (at start-up and when catching up)",
+            namespace=ns,
+            registry=r,
+        )
         self.txs_committed = Counter(
             "txs_committed", "Transactions in committed blocks", namespace=ns, registry=r
         )

@@ -256,10 +256,8 @@ def set_round_timeout(directory: Path, blocks: int, *, min_updates: int | None =
     """Rewrite a fresh testnet's genesis (every home and the shared copy) with another
     ``fl.round_timeout_blocks`` (and ``fl.min_updates``), before any node starts.
 
-    Blocks keep coming about once a second while trainers train, so the genesis default
-    of 20 blocks closes rounds with whichever one or two updates arrived first whenever
-    training takes longer than that (full MNIST shards on a busy machine); a testnet
-    that should show FedAvg over all its trainers needs a timeout above the training time.
+    Benchmarks use it to close every round with all trainers' updates (like the
+    in-process FedAvg loop) and a timeout far above any training time.
     """
     from node.ledger.genesis import load_genesis
 

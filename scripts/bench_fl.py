@@ -65,6 +65,7 @@ def _round_logger(out: Path | None, fields: dict[str, Any]) -> Callable[[RoundRe
                 "train_s": r.train_s,
                 "aggregate_s": r.aggregate_s,
                 "rejected": r.rejected,
+                "model_hash": r.model_hash.hex(),
             },
         )
 

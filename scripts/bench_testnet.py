@@ -215,6 +215,33 @@ def run_baseline(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
 
 
+def _compare(
+    history: list[dict[str, Any]],
+    baseline: list[dict[str, Any]],
+    to99: tuple[int, float] | None,
+) -> dict[str, Any]:
+    """The in-process loop's rounds and seconds to the targets, the wall-time ratio, and in
+    how many rounds both produced the very same global model (nodes train with the
+    simulator's per-client seeds, so every round should match)."""
+    fed = [b for b in baseline if b.get("mode") == "fedavg"]
+
+    def reach(target: float) -> tuple[int, float] | None:
+        hit = next((b for b in fed if b["acc"] >= target), None)
+        return (int(hit["round"]), round(float(hit["elapsed_s"]), 1)) if hit else None
+
+    base99 = reach(0.99)
+    by_round = {int(b["round"]) - 1: b.get("model_hash") for b in fed}
+    pairs = [(h.get("model_hash"), by_round.get(int(h["round"]))) for h in history]
+    pairs = [(a, b) for a, b in pairs if a and b]
+    return {
+        "baseline_to_98.5": reach(0.985),
+        "baseline_to_99.0": base99,
+        "ratio_to_99.0": round(to99[1] / base99[1], 3) if to99 and base99 else None,
+        "compared_rounds": len(pairs),
+        "same_models": sum(a == b for a, b in pairs),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nodes", type=int, default=10)
@@ -270,6 +297,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{s['gossip_bytes_per_node_round']} | {s['peak_rss_mb_max']} | "
         f"{s['peak_pss_mb_max']} | {s['peak_uss_mb_max']} |"
     )
+    if "baseline" in res:
+        cmp = res["comparison"] = _compare(res["history"], res["baseline"], res["to_99.0"])
+        print()
+        print("| baseline to 98.5% | baseline to 99.0% | testnet / baseline to 99.0% | "
+              "rounds with the same global model |")  # fmt: skip
+        print("|---|---|---|---|")
+        print(
+            f"| {cmp['baseline_to_98.5']} | {cmp['baseline_to_99.0']} | {cmp['ratio_to_99.0']} | "
+            f"{cmp['same_models']} of {cmp['compared_rounds']} |"
+        )
     if args.out:
         with args.out.open("a") as f:
             f.write(json.dumps(res) + "\n")

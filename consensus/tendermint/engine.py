@@ -6,7 +6,7 @@ model and keeps each rule a direct transcription. Thresholds are by voting power
 is at least ``ValidatorSet.quorum()`` (more than 2/3 of the total) and "f+1" is more than
 1/3 of the total.
 
-Beyond the paper, three things a real network needs:
+Beyond the paper, four things a real network needs:
 
 - ``valid(v)`` is the application's ``process_proposal``, asked asynchronously
   (RequestVerification -> ProposalVerdict); rules that need it wait for the verdict.
@@ -16,6 +16,13 @@ Beyond the paper, three things a real network needs:
 - Catch-up: a message from a lower height is answered with the decided block and its
   commit certificate (DecisionMsg); the receiver verifies every precommit in it like a
   vote, asks the application to verify the block, and decides through rule L49.
+- Waiting for transactions (CometBFT's ``create_empty_blocks_interval``): with
+  ``timeout_empty_blocks`` > 0, round 0 of a new height does not start until the driver
+  reports work for a block (TxsAvailable) or that many seconds pass. An FL round trains
+  for many seconds with nothing to commit; a block a second meanwhile cost every node a
+  proposal, 2n votes to verify and a signing-state fsync, CPU the trainers need. While
+  waiting, the node is in round 0's propose step without its timer, so a proposal from a
+  proposer that did not wait is still prevoted at once.
 """
 
 from __future__ import annotations
@@ -82,6 +89,7 @@ KEEP_DECISIONS = 64
 CATCHUP_BATCH = 8
 
 PROPOSE, PREVOTE, PRECOMMIT, COMMIT, GOSSIP = "propose", "prevote", "precommit", "commit", "gossip"
+EMPTY = "empty"  # the wait for transactions before round 0 is over
 
 
 # Gossip delivers the same vote several times (and the simulator runs many engines in one
@@ -114,6 +122,7 @@ class Timeouts:
     precommit_delta: float = 0.5
     commit: float = 1.0
     gossip: float = 1.0
+    empty_blocks: float = 0.0  # 0: never wait for transactions before a height's round 0
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Timeouts:
@@ -231,6 +240,8 @@ class TendermintEngine(Engine):
     def _reset_height(self) -> None:
         self.round = 0
         self.step = Step.NEW_HEIGHT
+        self.txs_available = False  # the driver reported work for this height's block
+        self.waiting_txs = False  # in round 0's propose step, its start held back
         self.locked_round = -1
         self.locked_hash = b""
         self.valid_round = -1
@@ -283,7 +294,9 @@ class TendermintEngine(Engine):
                 out.append(ScheduleTimeout(GOSSIP, self._height, self.round, self.timeouts.gossip))
                 self._start_round(self.round, out)
         elif isinstance(event, TxsAvailable):
-            pass  # Tendermint proposes on its own schedule
+            self.txs_available = True
+            if self.waiting_txs:
+                self._stop_waiting(out)
         if self.started:
             self._progress(out)
         return out
@@ -332,8 +345,25 @@ class TendermintEngine(Engine):
 
     # ------------------------------------------------------------------ rounds
 
+    def _enter_height(self, out: list[Effect]) -> None:
+        """Start round 0, or wait for transactions first (``timeout_empty_blocks``)."""
+        wait = self.timeouts.empty_blocks
+        if wait <= 0 or self.txs_available:
+            self._start_round(0, out)
+            return
+        self.round, self.step, self.waiting_txs = 0, Step.PROPOSE, True
+        out.append(ScheduleTimeout(EMPTY, self._height, 0, wait))
+
+    def _stop_waiting(self, out: list[Effect]) -> None:
+        # Only if still in round 0's propose step: a proposal may have been prevoted (or a
+        # later round entered) meanwhile, and then the round is already under way.
+        if self.waiting_txs and self.round == 0 and self.step == Step.PROPOSE:
+            self._start_round(0, out)
+        self.waiting_txs = False
+
     def _start_round(self, round: int, out: list[Effect]) -> None:
         self.round = round
+        self.waiting_txs = False
         self.step = Step.PROPOSE
         h = self._height
         if self.vals.proposer(round) == self.me:
@@ -508,7 +538,10 @@ class TendermintEngine(Engine):
             return
         if ev.kind == COMMIT:
             if self.step == Step.NEW_HEIGHT:
-                self._start_round(0, out)
+                self._enter_height(out)
+            return
+        if ev.kind == EMPTY:
+            self._stop_waiting(out)
             return
         if ev.round != self.round:
             return
@@ -707,7 +740,7 @@ class TendermintEngine(Engine):
         if self.timeouts.commit > 0:
             out.append(ScheduleTimeout(COMMIT, self._height, 0, self.timeouts.commit))
         else:
-            self._start_round(0, out)
+            self._enter_height(out)
         pending, self.future = self.future, []
         for peer, data, height in pending:
             if height >= self._height:

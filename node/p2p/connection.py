@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_UPGRADE_BUFFER = 256 * 1024
+READ_BUFFER = 256 * 1024  # the socket is read into this per-connection buffer
 PROTOCOL_NOISE = "/noise"
 
 
@@ -42,15 +43,22 @@ class UpgradeError(ConnectionError):
     """The connection could not be secured and muxed."""
 
 
-class WireProtocol(asyncio.Protocol):
-    """Socket callbacks: buffered during the upgrade, then fed synchronously to a sink."""
+class WireProtocol(asyncio.BufferedProtocol):
+    """Socket callbacks: buffered during the upgrade, then fed synchronously to a sink.
+
+    The socket is read straight into one reused buffer (``get_buffer``), not into a new
+    bytes object per read that the event loop fills by copying from its own buffer: the
+    sink consumes each read before returning (Noise decrypts the complete frames into new
+    buffers and copies only an unfinished frame's bytes aside).
+    """
 
     def __init__(self, on_made: Callable[[WireProtocol], None] | None = None) -> None:
         self._on_made = on_made
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._wakeup = asyncio.Event()
-        self._sink: Callable[[bytes], None] | None = None
+        self._sink: Callable[[bytes | memoryview], None] | None = None
+        self._rview: memoryview | None = None
         self._on_lost: Callable[[], None] | None = None
         self.eof = False
         self.lost = False
@@ -63,7 +71,18 @@ class WireProtocol(asyncio.Protocol):
         if self._on_made is not None:
             self._on_made(self)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._rview is None:
+            self._rview = memoryview(bytearray(READ_BUFFER))
+        return self._rview
+
+    def buffer_updated(self, nbytes: int) -> None:
+        assert self._rview is not None
+        with self._rview[:nbytes] as data:
+            self.data_received(data)
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        """Received bytes; ``data`` is only valid during the call (see ``get_buffer``)."""
         if self._sink is not None:
             self._sink(data)
             return
@@ -125,7 +144,9 @@ class WireProtocol(asyncio.Protocol):
             else:
                 self.transport.writelines(parts)
 
-    def switch_to(self, sink: Callable[[bytes], None], on_lost: Callable[[], None]) -> None:
+    def switch_to(
+        self, sink: Callable[[bytes | memoryview], None], on_lost: Callable[[], None]
+    ) -> None:
         self._sink = sink
         self._on_lost = on_lost
         if self._buf:
@@ -200,7 +221,7 @@ async def upgrade(
         while True:
             data = noise.receive_data(await proto.read_some())
             if data:
-                return data
+                return bytes(data)
 
     async def secure_write(data: bytes) -> None:
         proto.write(noise.encrypt(data))
@@ -416,6 +437,42 @@ class Stream:
         conn.flush()
         return True
 
+    def try_write_pieces(self, pieces: list[bytes | memoryview], size: int) -> bool:
+        """``try_write`` for the concatenation of ``pieces`` (``size`` bytes), without joining
+        them first: they become one yamux data frame, so a large payload among them is copied
+        once, into the buffer that is encrypted. False, having sent nothing, when it would
+        have to wait or the pieces do not fit one frame (then use ``write_pieces``)."""
+        if self._reset or self._local_closed:
+            return False
+        conn = self.conn
+        if conn.proto._paused or conn.proto.lost:
+            return False
+        try:
+            if not conn.yamux.send_pieces(self.sid, pieces, size):
+                return False
+        except yamux.StreamClosedError:
+            return False
+        conn.flush()
+        return True
+
+    async def write_pieces(self, pieces: list[bytes | memoryview], size: int) -> None:
+        """``write`` for the concatenation of ``pieces`` (``size`` bytes): sent without
+        joining them when the peer's window has room for all of it now; otherwise joined
+        and written by ``write``, which sends what the window allows as it opens (waiting
+        for room for all of it could wait forever on a peer that grants window back only
+        after receiving more)."""
+        conn = self.conn
+        while conn.proto._paused and not conn.proto.lost and not self._reset:
+            await conn.proto.drain()
+        if not (self._reset or self._local_closed or conn.proto.lost):
+            try:
+                if conn.yamux.send_pieces(self.sid, pieces, size):
+                    conn.flush()
+                    return
+            except yamux.StreamClosedError:
+                pass
+        await self.write(b"".join(pieces))
+
     async def close(self) -> None:
         """Half-close: we send no more data; reading continues until the remote's FIN."""
         if self._local_closed or self._reset:
@@ -473,7 +530,7 @@ class Connection:
 
     # -- input --------------------------------------------------------------------------------
 
-    def _on_wire(self, data: bytes) -> None:
+    def _on_wire(self, data: bytes | memoryview) -> None:
         if self.closed:
             return
         try:
@@ -484,7 +541,7 @@ class Connection:
         if plain:
             self._on_plaintext(plain)
 
-    def _on_plaintext(self, plain: bytes) -> None:
+    def _on_plaintext(self, plain: bytes | bytearray) -> None:
         try:
             events = self.yamux.receive_data(plain)
         except yamux.YamuxError as e:

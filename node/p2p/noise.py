@@ -36,6 +36,9 @@ DH_LEN = 32
 HASH_LEN = 32
 MAX_NONCE = 2**64 - 1
 _NONCE_PREFIX = b"\x00\x00\x00\x00"
+# Newer cryptography releases decrypt into a caller's buffer (no output object per frame,
+# zero-filled by the library first); older ones get the same result with one more copy.
+_HAS_INTO = hasattr(ChaCha20Poly1305, "decrypt_into")
 
 
 def _len(frame: bytes) -> bytes:
@@ -100,9 +103,20 @@ class CipherState:
 
     def decrypt(self, ad: bytes | None, ciphertext: bytes | memoryview) -> bytes:
         if self._aead is None:
-            return ciphertext
+            return bytes(ciphertext)
         try:
             return self._aead.decrypt(self._next_nonce(), ciphertext, ad)
+        except InvalidTag as e:
+            raise NoiseError("frame failed authentication") from e
+
+    def decrypt_into(self, ciphertext: memoryview, out: memoryview) -> None:
+        """Decrypt (no associated data) into ``out``, exactly ``len(ciphertext) - 16`` bytes."""
+        assert self._aead is not None
+        try:
+            if _HAS_INTO:
+                self._aead.decrypt_into(self._next_nonce(), ciphertext, None, out)
+            else:
+                out[:] = self._aead.decrypt(self._next_nonce(), ciphertext, None)
         except InvalidTag as e:
             raise NoiseError("frame failed authentication") from e
 
@@ -281,14 +295,82 @@ class NoiseSession:
 
     # -- transport -------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> bytes:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> bytes | bytearray:
         """Feed wire bytes; returns decrypted application bytes (possibly empty).
 
         Only an incomplete frame is ever buffered: a frame left unfinished by the previous
         chunk is completed with just the bytes it still needs, and the frames after it are
         decrypted straight out of ``data``, so a received byte is not copied before its
-        decryption (socket reads end at arbitrary points, mostly mid-frame).
+        decryption (socket reads end at arbitrary points, mostly mid-frame). After the
+        handshake, the frames a chunk completes are decrypted into one new buffer, so
+        several frames (a 100 KB message spans two) are not joined afterwards. The result
+        is never written to again: the layers above may keep views of it.
         """
+        if self._recv is None:
+            return self._receive_handshake(data)
+        recv = self._recv
+        pending = self._in
+        pos = 0
+        n = len(data)
+        pending_len = 0  # ciphertext length of the frame completed out of ``pending``
+        if pending:
+            if len(pending) < 2:
+                pos = min(2 - len(pending), n)
+                pending += data[:pos]
+                if len(pending) < 2:
+                    return b""
+            need = 2 + ((pending[0] << 8) | pending[1]) - len(pending)
+            take = min(need, n - pos)
+            with memoryview(data) as v:
+                pending += v[pos : pos + take]
+            pos += take
+            if take < need:
+                return b""
+            pending_len = len(pending) - 2
+            if pending_len < TAG_LEN:
+                raise NoiseError("transport frame shorter than its tag")
+        # Find the complete frames first, to size the output.
+        spans: list[int] = []
+        total = pending_len - TAG_LEN if pending_len else 0
+        while n - pos >= 2:
+            length = (data[pos] << 8) | data[pos + 1]
+            if n - pos - 2 < length:
+                break
+            if length < TAG_LEN:
+                raise NoiseError("transport frame shorter than its tag")
+            spans.append(pos + 2)
+            total += length - TAG_LEN
+            pos += 2 + length
+        with memoryview(data) as dv:
+            if not pending_len and len(spans) == 1:
+                start = spans[0]
+                with dv[start:pos] as frame:
+                    out: bytes | bytearray = recv.decrypt(None, frame)
+            elif not pending_len and not spans:
+                out = b""
+            else:
+                out = bytearray(total)
+                with memoryview(out) as ov:
+                    o = 0
+                    if pending_len:
+                        k = pending_len - TAG_LEN
+                        with memoryview(pending) as pv, pv[2:] as frame, ov[:k] as dst:
+                            recv.decrypt_into(frame, dst)
+                        o = k
+                        pending.clear()
+                    for start in spans:
+                        length = (data[start - 2] << 8) | data[start - 1]
+                        k = length - TAG_LEN
+                        with dv[start : start + length] as frame, ov[o : o + k] as dst:
+                            recv.decrypt_into(frame, dst)
+                        o += k
+            if pos < n:
+                pending += dv[pos:]
+        return out
+
+    def _receive_handshake(self, data: bytes | bytearray | memoryview) -> bytes:
+        """``receive_data`` before the transport keys exist (the handshake messages, and
+        any transport frames that follow them in the same chunk)."""
         parts: list[bytes] = []
         pending = self._in
         pos = 0

@@ -225,7 +225,7 @@ class IdentityKey:
             serialization.NoEncryption(),
         )
 
-    def sign(self, data: bytes) -> bytes:
+    def sign(self, data: bytes | memoryview) -> bytes:
         return self._private.sign(data)
 
     def public_key_raw(self) -> bytes:

@@ -204,6 +204,24 @@ class YamuxSession:
         st.send_window -= n
         return n
 
+    def send_pieces(self, sid: int, pieces: list[bytes | memoryview], size: int) -> bool:
+        """Queue the concatenation of ``pieces`` (``size`` bytes in all) as one data frame.
+
+        The pieces go into the output as they are (they must stay unchanged until the
+        driver's next flush), so ``data_to_send`` copies a large payload once, straight into
+        the buffer that gets encrypted, instead of the writer first joining it into an
+        encoded buffer of its own. Returns False, queuing nothing, when the send window or
+        the frame size limit is too small for all of it (then use ``send_data``)."""
+        st = self._streams.get(sid)
+        if st is None or st.local_closed:
+            raise StreamClosedError(f"stream {sid} is closed")
+        if size > st.send_window or size > self.config.max_frame or size == 0:
+            return False
+        self._out.append(HEADER.pack(VERSION, TYPE_DATA, self._take_ack(st), sid, size))
+        self._out += pieces
+        st.send_window -= size
+        return True
+
     def _take_ack(self, st: _Stream) -> int:
         if st.need_ack:
             st.need_ack = False
@@ -264,7 +282,7 @@ class YamuxSession:
         self.go_away(GO_AWAY_PROTOCOL_ERROR)
         return YamuxError(reason)
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes | bytearray) -> list[Event]:
         """Feed decrypted connection bytes; returns the events they complete.
 
         As in the Noise layer, only an incomplete frame is buffered: a frame the previous
@@ -292,17 +310,25 @@ class YamuxSession:
             done = self._parse(buf, 0, events)
             if done < len(buf):
                 return events  # still incomplete: all of ``data`` went into the buffer
-            buf.clear()
+            # The completed frame's body went out as a view of this buffer: retire it
+            # rather than copy the body out (the next partial frame gets a new one).
+            self._buf = buf = bytearray()
         if pos < end:
             pos = self._parse(data, pos, events)
             if pos < end:
-                buf += data[pos:]
+                with memoryview(data) as v:
+                    buf += v[pos:]
         return events
 
     def _parse(self, src: bytes | bytearray, pos: int, events: list[Event]) -> int:
-        """Handle the complete frames in ``src`` from ``pos``; returns where they end."""
+        """Handle the complete frames in ``src`` from ``pos``; returns where they end.
+
+        Data bodies are read-only views of ``src``, not copies: ``src`` is a received chunk
+        or a retired reassembly buffer, neither written to again, and a receiver that
+        processes the data at once (GossipSub) never copies a relayed message here."""
         end = len(src)
         max_frame_body = self.config.window
+        view: memoryview | None = None
         while end - pos >= HEADER_LEN:
             version, typ, flags, sid, length = HEADER.unpack_from(src, pos)
             if version != VERSION:
@@ -312,14 +338,9 @@ class YamuxSession:
                     raise self._fail(f"data frame of {length} bytes exceeds any window")
                 if end - pos - HEADER_LEN < length:
                     break
-                body: bytes | memoryview
-                if isinstance(src, bytearray):  # slicing, then bytes(), would copy twice
-                    with memoryview(src) as v:
-                        body = bytes(v[pos + HEADER_LEN : pos + HEADER_LEN + length])
-                else:
-                    # A view of immutable bytes, not a copy: a receiver that processes the
-                    # data at once (GossipSub) never copies a relayed message here.
-                    body = memoryview(src)[pos + HEADER_LEN : pos + HEADER_LEN + length]
+                if view is None:
+                    view = memoryview(src).toreadonly()
+                body = view[pos + HEADER_LEN : pos + HEADER_LEN + length]
                 pos += HEADER_LEN + length
                 self._on_stream_frame(typ, flags, sid, length, body, events)
             elif typ == TYPE_WINDOW_UPDATE:

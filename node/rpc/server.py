@@ -308,6 +308,7 @@ async def metrics(request: web.Request) -> web.Response:
     m.peers.set(len(v.peers()))
     m.mempool_txs.set(len(v.mempool))
     m.mempool_bytes.set(v.mempool.size_bytes)
+    m.catching_up.set(1 if v.catching_up() else 0)
     acc = v.latest_accuracy()
     if acc is not None:
         m.test_accuracy.set(acc)

@@ -43,6 +43,7 @@ class RoundStats:
     accuracy: float | None  # this node's test accuracy of the new global model
     loss: float | None
     seconds: float
+    model_hash: str = ""  # hex: the global model the round produced
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from consensus.engine import (
     Broadcast,
     Checkpoint,
     CommitBlock,
+    Effect,
     EvidenceFound,
     MessageReceived,
     ProposalReady,
@@ -35,6 +36,7 @@ from consensus.engine import (
     SendTo,
     Start,
     TimeoutFired,
+    TxsAvailable,
 )
 from consensus.privval import MemoryStateStore
 from consensus.tendermint.engine import Step, TendermintEngine
@@ -273,8 +275,9 @@ def test_forged_decision_is_rejected() -> None:
     )
 
 
-def _commit_height(e: TendermintEngine, updates: tuple[Validator, ...] = ()) -> None:
-    """Decide the current height of ``e`` with the other validators' votes."""
+def _commit_height(e: TendermintEngine, updates: tuple[Validator, ...] = ()) -> list[Effect]:
+    """Decide the current height of ``e`` with the other validators' votes; return the
+    effects of its commit."""
     h = e.height
     r = e.round
     x = block(f"h{h}")
@@ -289,7 +292,7 @@ def _commit_height(e: TendermintEngine, updates: tuple[Validator, ...] = ()) -> 
             e.handle(MessageReceived("p", vote_msg(k, h, r, PV, x.hash)))
             e.handle(MessageReceived("p", vote_msg(k, h, r, PC, x.hash)))
     assert e.step == Step.DECIDED
-    e.handle(BlockCommitted(h, b"app", updates))
+    return e.handle(BlockCommitted(h, b"app", updates))
 
 
 def test_validator_updates_take_effect_two_heights_later() -> None:
@@ -374,3 +377,70 @@ def test_all_honest_engines_in_lockstep_agree(n: int) -> None:
                 queue.append((i, BlockCommitted(eff.height, b"")))
     assert all(d[:3] == decided[0][:3] for d in decided.values())
     assert len(decided[0]) >= 3
+
+
+# ------------------------------------------------------------ waiting for transactions
+
+WAIT = {"timeout_commit": 0, "timeout_empty_blocks": 5}
+
+
+def _at_height_2(key_is_proposer_of_h2: bool) -> tuple[TendermintEngine, list[Effect]]:
+    """An engine with ``timeout_empty_blocks`` that has just committed height 1; it is (or
+    is not) the proposer of height 2's round 0. Returns it and the commit's effects."""
+    probe = engine(KS[0], VSET, options=WAIT)
+    probe.handle(Start())
+    _commit_height(probe)
+    me = next(k for k in KS if (k.address == probe.vals.proposer(0)) == key_is_proposer_of_h2)
+    e = engine(me, VSET, options=WAIT)
+    e.handle(Start())
+    return e, _commit_height(e)
+
+
+def test_idle_height_waits_for_transactions_before_round_zero() -> None:
+    e, out = _at_height_2(key_is_proposer_of_h2=True)
+    assert e.height == 2 and e.round == 0
+    assert not of_type(out, RequestProposal)  # nothing to put in a block yet
+    timers = [(t.kind, t.height, t.duration) for t in of_type(out, ScheduleTimeout)]
+    assert ("empty", 2, 5.0) in timers and not any(k == "propose" for k, _, _ in timers)
+    # Work arrives: round 0 starts at once, with its propose timer.
+    out = e.handle(TxsAvailable())
+    (req,) = of_type(out, RequestProposal)
+    assert req.height == 2 and req.round == 0
+    assert [t.kind for t in of_type(out, ScheduleTimeout)] == ["propose"]
+    assert of_type(e.handle(TxsAvailable()), RequestProposal) == []  # asked once
+
+
+def test_idle_height_cuts_an_empty_block_after_the_interval() -> None:
+    e, _ = _at_height_2(key_is_proposer_of_h2=True)
+    assert of_type(e.handle(TimeoutFired("empty", 1, 0)), RequestProposal) == []  # stale
+    (req,) = of_type(e.handle(TimeoutFired("empty", 2, 0)), RequestProposal)
+    assert req.height == 2
+
+
+def test_waiting_validator_prevotes_a_proposal_at_once() -> None:
+    """A proposer that did not wait (its mempool had txs) is not held up by validators
+    still waiting: they are in round 0's propose step and prevote its valid block."""
+    e, out = _at_height_2(key_is_proposer_of_h2=False)
+    assert not any(t.kind == "propose" for t in of_type(out, ScheduleTimeout))
+    x = block("with-txs")
+    prop = next(k for k in KS if k.address == e.vals.proposer(0))
+    out = e.handle(MessageReceived("p", proposal_msg(prop, 2, 0, x)))
+    out += e.handle(ProposalVerdict(2, x, True))
+    assert [(v.type, v.block_hash) for v in broadcast_votes(out)] == [(PV, x.hash)]
+    # The wait's end changes nothing once the round is under way.
+    assert broadcast_votes(e.handle(TimeoutFired("empty", 2, 0))) == []
+    assert e.step == Step.PREVOTE
+
+
+def test_work_reported_during_the_commit_timeout_skips_the_wait() -> None:
+    opts = {"timeout_commit": 1, "timeout_empty_blocks": 5}
+    probe = engine(KS[0], VSET, options=opts)
+    me = next(k for k in KS if k.address == probe.vals.proposer(0))
+    e = engine(me, VSET, options=opts)
+    e.handle(Start())
+    _commit_height(e)
+    assert e.step == Step.NEW_HEIGHT
+    e.handle(TxsAvailable())
+    out = e.handle(TimeoutFired("commit", 2, 0))
+    assert not any(t.kind == "empty" for t in of_type(out, ScheduleTimeout))
+    assert e.step == Step.PROPOSE and not e.waiting_txs

@@ -84,3 +84,40 @@ def test_unknown_architecture() -> None:
         architecture("resnet")
     with pytest.raises(ModelFormatError, match="unknown"):
         build_model("resnet")
+
+
+def _textbook_forward(name: str, m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The architectures as first written: ReLU (out of place) before each max-pool."""
+    f = torch.nn.functional
+    x = f.max_pool2d(f.relu(m.conv1(x)), 2)
+    x = f.max_pool2d(f.relu(m.conv2(x)), 2)
+    x = torch.flatten(x, 1)
+    if name == "cnn":
+        return m.fc(x)  # type: ignore[no-any-return]
+    return m.fc2(f.relu(m.fc1(x)))  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("name", ["cnn", "fedavg_cnn"])
+def test_forward_and_gradients_match_textbook_order(name: str) -> None:
+    """Pool-then-in-place-ReLU must give the same bits as ReLU-then-pool, forward and back.
+
+    The input has exact ties and all-negative pooling windows (the cases where the order
+    could route a gradient differently).
+    """
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(6, 1, 28, 28, generator=gen)
+    x[:, :, :8, :8] = 0.0
+    x[:, :, 20:, 20:] = -1.0
+    y = torch.randint(0, 10, (6,), generator=gen)
+    params = init_params(name, 11)
+    ours, ref = build_model(name, params), build_model(name, params)
+    out = ours(x)
+    expected = _textbook_forward(name, ref, x)
+    assert torch.equal(out, expected)
+    torch.nn.functional.cross_entropy(out, y).backward()
+    torch.nn.functional.cross_entropy(expected, y).backward()
+    for (k, p), q in zip(ours.named_parameters(), ref.parameters(), strict=True):
+        assert p.grad is not None and q.grad is not None
+        assert torch.equal(p.grad, q.grad), k
+    with torch.inference_mode():
+        assert torch.equal(ours(x), expected.detach())

@@ -183,3 +183,33 @@ def test_worker_processes_give_identical_models(mnist: Mnist) -> None:
     inline = run_federation(mnist, clients, cfg)
     pooled = run_federation(mnist, clients, replace(cfg, workers=2))
     assert [r.model_hash for r in inline] == [r.model_hash for r in pooled]
+
+
+def test_training_runs_channels_last_and_returns_c_ordered_params(mnist: Mnist) -> None:
+    """Weights train in NHWC (the fast oneDNN path), but callers still get C-ordered arrays.
+
+    The result must match an NCHW run up to float rounding: only the summation order of the
+    convolutions may differ.
+    """
+    x, y = mnist.train_images[:256], mnist.train_labels[:256]
+    p0 = init_params("cnn", 0)
+    model = build_model("cnn", p0)
+    res = train_local("cnn", p0, x, y, TrainConfig(), seed=2, model=model)
+    assert model.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not model.conv2.weight.is_contiguous()
+    for name, spec in zip(res.params, p0.values(), strict=True):
+        a = res.params[name]
+        assert a.flags.c_contiguous and a.dtype == np.float32 and a.shape == spec.shape, name
+    assert model_hash(res.params) == model_hash(get_params(model))
+
+    reference = build_model("cnn", p0)  # NCHW, torch's default layout
+    opt = MomentumSGD(list(reference.parameters()), 0.05, 0.9, 0.0)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(2))
+    for start in range(0, len(x), 32):
+        idx = order[start : start + 32]
+        loss = torch.nn.functional.cross_entropy(reference(normalize(x[idx])), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for name, ref in get_params(reference).items():
+        np.testing.assert_allclose(res.params[name], ref, rtol=0, atol=1e-3, err_msg=name)

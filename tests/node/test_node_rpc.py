@@ -117,7 +117,7 @@ async def test_model_and_history(node: RunningNode) -> None:
 
     params = init_params("cnn", 1)
     node.view.snapshot = ModelSnapshot.from_params(4, "cnn", params)
-    node.view.history.append(RoundStats(4, 3, 2, 0.91, 0.3, 12.5))
+    node.view.history.append(RoundStats(4, 3, 2, 0.91, 0.3, 12.5, model_hash(params).hex()))
     _, info = await _get(node.url + "/model/info")
     assert info["available"] is True and info["round"] == 4
     assert info["model_hash"] == model_hash(params).hex()
@@ -126,7 +126,15 @@ async def test_model_and_history(node: RunningNode) -> None:
     assert model_hash(import_safetensors(data, "cnn")) == model_hash(params)
     _, hist = await _get(node.url + "/fl/history")
     assert hist["rounds"] == [
-        {"round": 4, "height": 3, "updates": 2, "accuracy": 0.91, "loss": 0.3, "seconds": 12.5}
+        {
+            "round": 4,
+            "height": 3,
+            "updates": 2,
+            "accuracy": 0.91,
+            "loss": 0.3,
+            "seconds": 12.5,
+            "model_hash": model_hash(params).hex(),
+        }
     ]
 
 

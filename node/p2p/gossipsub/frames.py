@@ -20,7 +20,7 @@ class FrameParser:
         self._max = max_size
         self._buf = bytearray()
         self._need = 0  # total length (prefix + body) of the frame being assembled, if known
-        self._done = b""  # the body of the frame _fill just completed
+        self._done: memoryview | None = None  # the body of the frame _fill just completed
 
     @property
     def pending(self) -> int:
@@ -37,11 +37,12 @@ class FrameParser:
         if buf:
             # Finish the frame in progress first: take just the bytes it still needs.
             pos = self._fill(view)
-            if buf:
+            done = self._done
+            if done is None:
                 return frames  # still incomplete; everything was consumed into the buffer
-            frame_bytes = self._done
-            self._done = b""
-            frames.append(memoryview(frame_bytes))
+            self._done = None
+            frames.append(done)
+            buf = self._buf
         end = len(view)
         while pos < end:
             head = decode_uvarint(view, pos)
@@ -62,7 +63,7 @@ class FrameParser:
 
     def _fill(self, view: memoryview) -> int:
         """Move bytes of ``view`` into the pending frame; returns how many were used. When
-        the frame completes, its body is left in ``_done`` and the buffer is emptied."""
+        the frame completes, its body is left in ``_done`` and a new buffer replaces it."""
         buf = self._buf
         if not self._need:
             # The prefix itself was split: complete it a byte at a time (at most 9).
@@ -91,9 +92,10 @@ class FrameParser:
         if len(buf) == self._need:
             head = decode_uvarint(buf, 0)
             assert head is not None
-            with memoryview(buf) as v:
-                self._done = bytes(v[head[1] :])
-            buf.clear()
+            # Hand out the body as a view and retire the buffer instead of copying the
+            # body out of it: the parser never writes to it again.
+            self._done = memoryview(buf).toreadonly()[head[1] :]
+            self._buf = bytearray()
             self._need = 0
         return take
 

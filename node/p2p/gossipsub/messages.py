@@ -28,7 +28,12 @@ class Verdict(enum.Enum):
 
 @dataclass(slots=True)
 class Message:
-    """One pubsub message (the protobuf ``Message``). ``from_`` is the author's peer ID bytes."""
+    """One pubsub message (the protobuf ``Message``). ``from_`` is the author's peer ID bytes.
+
+    ``encoded`` caches the protobuf encoding of fields 1-4 (``wire.signed_field_parts``),
+    which signing, verifying and every relay of the message need; it records the field
+    objects it was made from, so a message changed afterwards is simply encoded anew.
+    """
 
     topic: str
     data: bytes
@@ -36,6 +41,28 @@ class Message:
     seqno: bytes | None = None
     signature: bytes | None = None
     key: bytes | None = None
+    encoded: EncodedFields | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(slots=True)
+class EncodedFields:
+    """``head + data + tail`` is the encoding of fields 1-4 of a message whose topic,
+    data, from and seqno are (by identity) the objects recorded here."""
+
+    topic: str
+    data: bytes
+    from_: bytes | None
+    seqno: bytes | None
+    head: bytes
+    tail: bytes
+
+    def matches(self, msg: Message) -> bool:
+        return (
+            self.data is msg.data
+            and self.topic is msg.topic
+            and self.from_ is msg.from_
+            and self.seqno is msg.seqno
+        )
 
 
 @dataclass(slots=True)

@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from google.protobuf.message import DecodeError
 
-from node.p2p.gossipsub.messages import RPC, IHave, Message, PeerInfo, Prune, SubOpt
+from node.p2p.gossipsub.messages import (
+    RPC,
+    EncodedFields,
+    IHave,
+    Message,
+    PeerInfo,
+    Prune,
+    SubOpt,
+)
 from node.p2p.gossipsub.params import DEFAULT_MAX_MESSAGE_SIZE
 from node.p2p.pb import rpc_pb2
 from node.p2p.varint import encode_uvarint
@@ -64,12 +72,16 @@ def signed_field_parts(msg: Message) -> list[bytes | memoryview]:
     wire encoding each be built with one copy of a large ``data``.
     """
     data = msg.data
+    enc = msg.encoded
+    if enc is not None and enc.matches(msg):
+        return [enc.head, data, enc.tail]
     head = b"\x12" + encode_uvarint(len(data))
     if msg.from_ is not None:
         head = _field(b"\x0a", msg.from_) + head
     tail = _field(b"\x22", msg.topic.encode())
     if msg.seqno is not None:
         tail = _field(b"\x1a", msg.seqno) + tail
+    msg.encoded = EncodedFields(msg.topic, data, msg.from_, msg.seqno, head, tail)
     return [head, data, tail]
 
 
@@ -101,10 +113,33 @@ def encode_rpc(rpc: RPC) -> bytes:
 
 def encode_rpc_framed(rpc: RPC) -> bytes:
     """The RPC with its varint length prefix, as written on a stream, in a single copy."""
+    return b"".join(encode_rpc_pieces(rpc))
+
+
+# Pieces shorter than this are merged with their neighbours in ``encode_rpc_pieces``.
+SMALL_PIECE = 1024
+
+
+def encode_rpc_pieces(rpc: RPC) -> list[bytes | memoryview]:
+    """``encode_rpc_framed`` as pieces whose concatenation is the framed RPC: each large
+    message ``data`` stays the caller's object, uncopied, and the small fields between them
+    are merged. Handed down as pieces (``Stream.write_pieces``), a 100 KB payload is copied
+    once on its way out, when the muxer assembles the buffer to encrypt, not twice.
+    """
     parts = _rpc_parts(rpc)
-    total = sum(map(len, parts))
-    parts.insert(0, encode_uvarint(total))
-    return b"".join(parts)
+    out: list[bytes | memoryview] = []
+    small: list[bytes | memoryview] = [encode_uvarint(sum(map(len, parts)))]
+    for part in parts:
+        if len(part) < SMALL_PIECE:
+            small.append(part)
+            continue
+        if small:
+            out.append(small[0] if len(small) == 1 else b"".join(small))
+            small = []
+        out.append(part)
+    if small:
+        out.append(small[0] if len(small) == 1 else b"".join(small))
+    return out
 
 
 def _rpc_parts(rpc: RPC) -> list[bytes | memoryview]:
@@ -207,6 +242,8 @@ def _decode_publish_only(data: bytes | memoryview, max_message_size: int) -> RPC
             return None
         fields: list[bytes | None] = [None] * 7
         last = 0
+        first = pos
+        data_at = data_end = signed_end = 0  # where data's value starts and ends; field 4 ends
         while pos < end:
             num = tags.get(view[pos], 0)
             if num <= last:
@@ -219,17 +256,36 @@ def _decode_publish_only(data: bytes | memoryview, max_message_size: int) -> RPC
             if stop > end:
                 return None
             fields[num] = bytes(view[pos:stop])
+            if num == 2:
+                data_at, data_end = pos, stop
+            elif num == 4:
+                signed_end = stop
             pos = stop
             last = num
         topic_raw = fields[4]
-        payload = fields[2] or b""
+        payload = fields[2]
+        if payload is None:
+            payload = b""
         if not topic_raw or len(topic_raw) > MAX_TOPIC_LEN or len(payload) > max_message_size:
             return None
         try:
             topic = topic_raw.decode()
         except UnicodeDecodeError:
             return None
-        out.append(Message(topic, payload, fields[1], fields[3], fields[5], fields[6]))
+        msg = Message(topic, payload, fields[1], fields[3], fields[5], fields[6])
+        if data_end:
+            # Canonical input (minimal varints, fields in order, each once) re-encodes to
+            # exactly these bytes: keep them instead of encoding fields 1-4 again to verify
+            # the signature and to relay the message.
+            msg.encoded = EncodedFields(
+                topic,
+                payload,
+                msg.from_,
+                msg.seqno,
+                bytes(view[first:data_at]),
+                bytes(view[data_end:signed_end]),
+            )
+        out.append(msg)
     return RPC(publish=out)
 
 

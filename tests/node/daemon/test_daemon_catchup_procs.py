@@ -10,10 +10,12 @@ import json
 import os
 import signal
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from test_daemon_testnet import LocalTestnet, _free_base_port
 
 from consensus.tendermint.engine import KEEP_DECISIONS
@@ -157,6 +159,14 @@ def test_paused_node_block_syncs_back_into_consensus(fast_testnet: LocalTestnet)
         liar.stop()
     status = net.status(N - 1)
     assert status is not None and not status["catching_up"]
+    # ... and /metrics says so too: it paused at least once and applied synced blocks (the
+    # last few heights may come through the engine's own catch-up instead).
+    with urllib.request.urlopen(f"http://127.0.0.1:{net.rpc_ports[N - 1]}/metrics") as r:
+        text = r.read().decode()
+    samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples["fedchain_catching_up"] == 0
+    assert samples["fedchain_catchups_total"] >= 1
+    assert samples["fedchain_blocks_synced_total"] >= 1
     log = (net.root / f"node{N - 1}.log").read_text()
     # Every pause names the probe that caused it: never the liar's claim.
     pauses = [line for line in log.splitlines() if "pausing consensus" in line]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
+import pytest
 from chainkit import genesis_for
 
 from fl.models import init_params, model_hash
@@ -71,7 +73,7 @@ def test_non_trainers_get_no_shard(mnist_dir: Path) -> None:
 
 
 async def test_evaluation_backlog_keeps_only_the_newest_model(mnist_dir: Path) -> None:
-    """Models that arrive while the (lowest priority) evaluation thread is busy do not
+    """Models that arrive while the worker thread is busy do not
     queue up: only the newest waiting one is evaluated, the ones it replaced are skipped."""
     import threading
 
@@ -83,7 +85,7 @@ async def test_evaluation_backlog_keeps_only_the_newest_model(mnist_dir: Path) -
 
     w = FLWorker(g, KEYS[1], shard, submit=submit, next_nonce=lambda: 0, current_round=lambda: 0)
     release = threading.Event()
-    busy = asyncio.get_running_loop().run_in_executor(w._eval_pool, release.wait)
+    busy = asyncio.get_running_loop().run_in_executor(w._pool, release.wait)
     params = init_params("cnn", 0)
     jobs = [asyncio.ensure_future(w.evaluate(params)) for _ in range(3)]
     await asyncio.sleep(0.1)
@@ -93,3 +95,75 @@ async def test_evaluation_backlog_keeps_only_the_newest_model(mnist_dir: Path) -
     assert first is None and second is None
     assert newest is not None and 0.0 <= newest.accuracy <= 1.0
     await w.close()
+
+
+async def test_worker_trains_exactly_like_the_simulator(tmp_path: Path, mnist_dir: Path) -> None:
+    """A node trains as the simulator's client with the same index does (same seed, data
+    and steps), byte for byte: testnets and ``fl.simulation`` runs are comparable."""
+    from fl.simulation import local_update
+    from fl.train import TrainConfig, training_seed
+
+    g = genesis_for(KEYS, min_updates=1)
+    shard = load_shard(g, KEYS[1].address, str(mnist_dir), max_samples=64, eval_samples=100)
+    assert shard is not None
+    payloads: list[bytes] = []
+
+    async def submit(tx: Tx, payload: bytes) -> None:
+        payloads.append(payload)
+
+    w = FLWorker(g, KEYS[1], shard, submit=submit, next_nonce=lambda: 0, current_round=lambda: 3)
+    params = init_params("cnn", 0)
+    w.on_model(3, ZERO_HASH, params)
+    assert w._task is not None
+    await asyncio.wait_for(w._task, 60)
+    await w.close()
+    index = g.trainers.index(KEYS[1].address)
+    expected, _ = local_update(
+        "cnn",
+        params,
+        shard.images,
+        shard.labels,
+        TrainConfig(),
+        seed=training_seed(g.fl.init_seed, 3, index),
+        round_=3,
+    )
+    other, _ = local_update(
+        "cnn",
+        params,
+        shard.images,
+        shard.labels,
+        TrainConfig(),
+        seed=training_seed(g.fl.init_seed, 3, 1 - index),
+        round_=3,
+    )
+    assert payloads == [expected.encode()]
+    assert other.encode() != expected.encode()  # the index does name the randomness
+
+
+async def test_a_new_round_stops_the_old_rounds_training(
+    mnist_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The thread of a superseded round's job stops at its next batch, so the new round's
+    job (queued behind it on the single training thread) starts at once."""
+    g = genesis_for(KEYS, min_updates=1)
+    shard = load_shard(g, KEYS[1].address, str(mnist_dir), max_samples=6000, eval_samples=100)
+    rounds = [0]
+    got: list[Tx] = []
+
+    async def submit(tx: Tx, payload: bytes) -> None:
+        got.append(tx)
+
+    w = FLWorker(
+        g, KEYS[1], shard, submit=submit, next_nonce=lambda: 0, current_round=lambda: rounds[0]
+    )
+    params = init_params("cnn", 0)
+    caplog.set_level(logging.INFO, logger="node.fl_worker")
+    w.on_model(0, ZERO_HASH, params)
+    await asyncio.sleep(0.3)  # round 0's epoch (thousands of samples) is under way
+    rounds[0] = 1
+    w.on_model(1, ZERO_HASH, params)
+    assert w._task is not None
+    await asyncio.wait_for(w._task, 120)
+    await w.close()
+    assert "training round 0 stopped: a newer round began" in caplog.text
+    assert [tx.body.round for tx in got] == [1]  # type: ignore[union-attr]

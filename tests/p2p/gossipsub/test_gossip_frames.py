@@ -85,3 +85,17 @@ def test_truncated_frame_is_an_eof_error() -> None:
     reader = FrameReader(ChunkStream([encode_uvarint(10) + b"abc"]), 1000)  # type: ignore[arg-type]
     with pytest.raises(EOFError):
         asyncio.run(reader.next())
+
+
+@given(st.lists(st.binary(max_size=300), max_size=20), st.lists(st.integers(0, 10_000)))
+def test_returned_frames_stay_intact_while_later_chunks_are_fed(
+    frames: list[bytes], cuts: list[int]
+) -> None:
+    """A frame completed in the parser's buffer is handed out as a view of a buffer the
+    parser retires: feeding more chunks must never change a frame returned earlier."""
+    parser = FrameParser(1000)
+    got: list[memoryview] = []
+    for chunk in chop(b"".join(length_prefixed(f) for f in frames), cuts):
+        got += parser.feed(bytearray(chunk))
+    assert [bytes(v) for v in got] == frames
+    assert parser.at_boundary()

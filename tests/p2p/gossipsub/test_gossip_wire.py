@@ -185,3 +185,56 @@ def test_hand_spliced_message_fields_equal_protobuf_serialisation(msg: Message) 
     assert encode_message(msg) == want
     unsigned = message_to_pb(msg, for_signing=True).SerializeToString(deterministic=True)
     assert signing_payload(msg) == SIGNING_PREFIX + unsigned
+
+
+@given(rpcs, st.lists(st.integers(0, 5000), max_size=3))
+def test_rpc_pieces_join_to_the_framed_encoding(rpc: RPC, sizes: list[int]) -> None:
+    """``encode_rpc_pieces`` concatenates to the length-prefixed protobuf RPC, and keeps
+    every large payload as the message's own object (no copy on the way to the writer)."""
+    from node.p2p.gossipsub.wire import SMALL_PIECE, encode_rpc_framed, encode_rpc_pieces
+
+    rpc.publish += [Message("big", bytes([n % 251]) * n, from_=b"a", seqno=b"s") for n in sizes]
+    pieces = encode_rpc_pieces(rpc)
+    body = encode_rpc(rpc)
+    assert b"".join(pieces) == encode_uvarint(len(body)) + body == encode_rpc_framed(rpc)
+    assert decode_rpc(body) == rpc
+    for msg in rpc.publish:
+        if len(msg.data) >= SMALL_PIECE:
+            assert any(p is msg.data for p in pieces)
+
+
+@given(messages)
+def test_decoded_messages_carry_their_exact_field_encoding(msg: Message) -> None:
+    """The fast decoder keeps the received encoding of fields 1-4 (used to verify and to
+    relay); it equals a fresh encoding, and a later change to a field is not masked."""
+    from node.p2p.gossipsub.wire import signed_field_parts
+
+    got = decode_rpc(encode_rpc(RPC(publish=[msg]))).publish[0]
+    assert got.encoded is not None
+    fresh = Message(got.topic, got.data, got.from_, got.seqno, got.signature, got.key)
+    assert b"".join(signed_field_parts(got)) == b"".join(signed_field_parts(fresh))
+    got.seqno = (got.seqno or b"") + b"\x01"
+    changed = Message(got.topic, got.data, got.from_, got.seqno)
+    assert b"".join(signed_field_parts(got)) == b"".join(signed_field_parts(changed))
+    got.data = got.data + b"!"
+    assert b"".join(signed_field_parts(got)) == b"".join(
+        signed_field_parts(Message(got.topic, got.data, got.from_, got.seqno))
+    )
+
+
+def test_signing_payload_buffer_reuse_and_large_payloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Signing and verifying assemble the payload in a reused buffer (grown as needed) or,
+    above SCRATCH_MAX, in a transient one: every size signs and verifies, and a message
+    changed after signing no longer verifies, whichever buffer held its payload."""
+    from node.p2p.gossipsub import signing
+    from node.p2p.peer_id import IdentityKey
+
+    monkeypatch.setattr(signing, "SCRATCH_MAX", 50_000)
+    signer = signing.IdentitySigner(IdentityKey.from_seed(b"\x07" * 32))
+    for n in (0, 10, 5000, 49_000, 60_000, 3000):
+        msg = Message("t", bytes([n % 251]) * n, from_=signer.author, seqno=n.to_bytes(8, "big"))
+        signer.sign(msg)
+        assert signing.verify_message(msg)
+        assert signing.with_signing_payload(msg, bytes) == signing.signing_payload(msg)
+        msg.data = msg.data + b"!"
+        assert not signing.verify_message(msg)

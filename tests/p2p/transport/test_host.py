@@ -335,3 +335,82 @@ async def test_new_stream_can_dial_known_peers(make_host: MakeHost) -> None:
     a.add_peer_addrs(gone, [Multiaddr.parse("/ip4/127.0.0.1/tcp/1")])
     with pytest.raises(DialError):
         await a.new_stream(gone, ["/echo/1"], dial=True)
+
+
+async def test_write_pieces_sends_their_concatenation(make_host: MakeHost) -> None:
+    """Pieces that fit one yamux frame go out unjoined; larger ones are joined and written
+    as ``write`` does; either way the reader sees exactly their concatenation."""
+    a, b = await make_host(), await make_host()
+    b.set_stream_handler("/echo/1", echo)
+    peer = await a.connect(dial_addr(b))
+    s = await a.new_stream(peer, ["/echo/1"])
+    small: list[bytes | memoryview] = [b"head", bytes(range(256)) * 300, memoryview(b"--t--")[2:3]]
+    size = sum(map(len, small))
+    assert s.try_write_pieces(small, size)
+    assert await s.readexactly(size) == b"".join(small)
+    big: list[bytes | memoryview] = [b"x", bytes(300_000), b"y"]  # beyond one 256 KiB frame
+    assert not s.try_write_pieces(big, 300_002)
+    await s.write_pieces(big, 300_002)
+    assert await s.readexactly(300_002) == b"".join(big)
+    await s.write_pieces(small, size)
+    assert await s.readexactly(size) == b"".join(small)
+    await s.close()
+    assert await s.read() == b""
+    assert not s.try_write_pieces(small, size)  # closed for writing
+
+
+def test_wire_protocol_reads_into_one_reused_buffer() -> None:
+    """The socket is read into one reused buffer: bytes held during the upgrade are copied
+    out of it before the next read overwrites it, and afterwards the sink gets each read."""
+    from node.p2p.connection import WireProtocol
+
+    proto = WireProtocol()
+    buf = proto.get_buffer(-1)
+    assert len(buf) >= 64 * 1024 and proto.get_buffer(-1) is buf
+    buf[:5] = b"hello"
+    proto.buffer_updated(5)
+    buf[:3] = b"xyz"
+    proto.buffer_updated(3)
+    got: list[bytes] = []
+    proto.switch_to(lambda d: got.append(bytes(d)), lambda: None)
+    assert got == [b"helloxyz"]
+    buf[:4] = b"more"
+    proto.buffer_updated(4)
+    assert got == [b"helloxyz", b"more"]
+
+
+async def test_write_pieces_that_outgrow_the_window_go_out_as_it_opens(
+    make_host: MakeHost,
+) -> None:
+    """Pieces larger than what is left of the peer's window are not held back until all
+    of them fit (a peer may grant window only after receiving more): they are sent as the
+    window allows, like ``write``."""
+    from node.p2p.yamux import YamuxConfig
+
+    window = 256 * 1024
+    a = await make_host(yamux=YamuxConfig(window=window))
+    b = await make_host(yamux=YamuxConfig(window=window))
+    gate = asyncio.Event()
+    received = bytearray()
+
+    async def lazy(stream: Stream) -> None:
+        await gate.wait()
+        while data := await stream.read():
+            received.extend(data)
+
+    b.set_stream_handler("/lazy/1", lazy)
+    peer = await a.connect(dial_addr(b))
+    s = await a.new_stream(peer, ["/lazy/1"])
+    # The reader grants window back once it has consumed half of it (128 KiB): after the
+    # first 100 KB it never would, if the second write waited for room for all of itself.
+    first: list[bytes | memoryview] = [b"a" * 100_000]
+    second: list[bytes | memoryview] = [b"<", b"b" * 200_000, b">"]
+    await s.write_pieces(first, 100_000)
+    task = asyncio.create_task(s.write_pieces(second, 200_002))
+    await asyncio.sleep(0.2)
+    assert not task.done()  # the rest of the window went out; waiting for more
+    gate.set()
+    await asyncio.wait_for(task, 10)
+    await s.close()
+    await wait_for(lambda: len(received) == 300_002)
+    assert bytes(received) == b"a" * 100_000 + b"<" + b"b" * 200_000 + b">"

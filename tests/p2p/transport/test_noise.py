@@ -132,3 +132,27 @@ def test_fuzz_transport_frames(data: bytes) -> None:
     _, r = handshake(IdentityKey.from_seed(bytes(32)), IdentityKey.from_seed(b"\x01" * 32))
     with contextlib.suppress(NoiseError):
         assert r.receive_data(data) == b""
+
+
+@pytest.mark.parametrize("into", [True, False])
+def test_frames_of_a_chunk_decrypt_into_one_buffer(
+    monkeypatch: pytest.MonkeyPatch, into: bool
+) -> None:
+    """Several frames completed by one chunk (with and without the AEAD's decrypt_into):
+    the plaintext arrives whole and in order, earlier results are not changed by later
+    calls, and a tampered frame among them still fails authentication."""
+    monkeypatch.setattr(noise, "_HAS_INTO", into)
+    i, r = handshake(*_KEYS)
+    plain = [bytes([k]) * n for k, n in enumerate([10, noise.MAX_PLAINTEXT + 5, 3, 70_000, 0])]
+    wire = b"".join(i.encrypt(p) for p in plain)
+    got = []
+    for a, b in itertools.pairwise([0, 5, 40_000, 40_001, 150_000, len(wire)]):
+        got.append(r.receive_data(wire[a:b]))
+    snapshot = [bytes(g) for g in got]
+    assert b"".join(got) == b"".join(plain)
+    r.receive_data(i.encrypt(b"later"))
+    assert [bytes(g) for g in got] == snapshot
+    bad = bytearray(i.encrypt(b"x" * 100) + i.encrypt(b"y" * 100))
+    bad[-1] ^= 1
+    with pytest.raises(NoiseError):
+        r.receive_data(bytes(bad))

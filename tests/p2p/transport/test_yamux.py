@@ -240,3 +240,49 @@ def test_any_chunking_delivers_the_same_streams(
         i += 1
     assert got == sent
     assert sorted(ended) == sorted(closed)
+
+
+def test_send_pieces_is_one_frame_of_their_concatenation() -> None:
+    c, s = pair()
+    sid = c.open_stream()
+    pump(c, s)
+    body = b"abcd" + b"ef" * 1000
+    assert c.send_pieces(sid, [b"ab", memoryview(b"xcdx")[1:3], b"ef" * 1000], len(body))
+    wire = c.data_to_send()
+    assert wire == frame(y.TYPE_DATA, 0, sid, len(body), body)
+    assert s.receive_data(wire) == [y.StreamData(sid, body)]
+    assert c.send_window(sid) == y.INITIAL_WINDOW - len(body)
+
+
+def test_send_pieces_refuses_what_does_not_fit_and_queues_nothing() -> None:
+    c, s = pair(max_frame=1024)
+    sid = c.open_stream()
+    pump(c, s)
+    assert not c.send_pieces(sid, [bytes(1025)], 1025)  # larger than one frame
+    assert not c.send_pieces(sid, [], 0)
+    assert c.send_data(sid, bytes(y.INITIAL_WINDOW - 100)) == y.INITIAL_WINDOW - 100
+    c.data_to_send()
+    assert not c.send_pieces(sid, [bytes(200)], 200)  # larger than the send window
+    assert c.data_to_send() == b"" and c.send_window(sid) == 100
+    assert c.send_pieces(sid, [bytes(100)], 100)
+    c.close_stream(sid)
+    with pytest.raises(y.StreamClosedError):
+        c.send_pieces(sid, [b"x"], 1)
+
+
+@given(st.lists(st.integers(0, 5000), max_size=8), st.integers(1, 7000))
+def test_received_bodies_are_read_only_views_that_stay_intact(sizes: list[int], step: int) -> None:
+    """Bodies are views of the received chunks (or of a retired reassembly buffer for a
+    frame split across chunks): read-only, and unchanged by everything fed after them."""
+    c, s = pair()
+    sid = c.open_stream()
+    bodies = [bytes([k % 251]) * n for k, n in enumerate(sizes)]
+    for body in bodies:
+        c.send_data(sid, body)
+    wire = c.data_to_send()
+    got: list[bytes | memoryview] = []
+    for k in range(0, len(wire), step):
+        chunk = bytearray(wire[k : k + step])  # what the Noise layer hands over
+        got += [e.data for e in s.receive_data(chunk) if isinstance(e, y.StreamData)]
+    assert all(d.readonly for d in got if isinstance(d, memoryview))
+    assert b"".join(got) == b"".join(bodies)
