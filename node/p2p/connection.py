@@ -416,6 +416,13 @@ class Stream:
             conn.flush()
             await conn.proto.drain()
 
+    def _writable_now(self) -> bool:
+        """Open for writing, and the socket is neither applying backpressure nor lost."""
+        if self._reset or self._local_closed:
+            return False
+        proto = self.conn.proto
+        return not (proto._paused or proto.lost)
+
     def try_write(self, data: bytes) -> bool:
         """Send all of ``data`` now if nothing has to wait: the peer's window has room for
         all of it and the socket is not applying backpressure. Returns False, having sent
@@ -423,11 +430,9 @@ class Stream:
         the task switch ``write`` would cost; ``write``'s backpressure still applies the
         moment the window or the socket buffer fills.
         """
-        if self._reset or self._local_closed:
+        if not self._writable_now():
             return False
         conn = self.conn
-        if conn.proto._paused or conn.proto.lost:
-            return False
         try:
             if conn.yamux.send_window(self.sid) < len(data):
                 return False
@@ -442,11 +447,9 @@ class Stream:
         them first: they become one yamux data frame, so a large payload among them is copied
         once, into the buffer that is encrypted. False, having sent nothing, when it would
         have to wait or the pieces do not fit one frame (then use ``write_pieces``)."""
-        if self._reset or self._local_closed:
+        if not self._writable_now():
             return False
         conn = self.conn
-        if conn.proto._paused or conn.proto.lost:
-            return False
         try:
             if not conn.yamux.send_pieces(self.sid, pieces, size):
                 return False

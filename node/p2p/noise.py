@@ -314,18 +314,10 @@ class NoiseSession:
         n = len(data)
         pending_len = 0  # ciphertext length of the frame completed out of ``pending``
         if pending:
-            if len(pending) < 2:
-                pos = min(2 - len(pending), n)
-                pending += data[:pos]
-                if len(pending) < 2:
-                    return b""
-            need = 2 + ((pending[0] << 8) | pending[1]) - len(pending)
-            take = min(need, n - pos)
-            with memoryview(data) as v:
-                pending += v[pos : pos + take]
-            pos += take
-            if take < need:
+            used = self._complete_pending(data)
+            if used is None:
                 return b""
+            pos = used
             pending_len = len(pending) - 2
             if pending_len < TAG_LEN:
                 raise NoiseError("transport frame shorter than its tag")
@@ -368,6 +360,24 @@ class NoiseSession:
                 pending += dv[pos:]
         return out
 
+    def _complete_pending(self, data: bytes | bytearray | memoryview) -> int | None:
+        """Complete the frame the previous chunk left unfinished in ``self._in`` with just
+        the bytes it still needs from ``data``; return how many it took, or None if the
+        frame is still unfinished (then all of ``data`` went into it)."""
+        pending = self._in
+        pos = 0
+        n = len(data)
+        if len(pending) < 2:
+            pos = min(2 - len(pending), n)
+            pending += data[:pos]
+            if len(pending) < 2:
+                return None
+        need = 2 + ((pending[0] << 8) | pending[1]) - len(pending)
+        take = min(need, n - pos)
+        with memoryview(data) as v:
+            pending += v[pos : pos + take]
+        return pos + take if take == need else None
+
     def _receive_handshake(self, data: bytes | bytearray | memoryview) -> bytes:
         """``receive_data`` before the transport keys exist (the handshake messages, and
         any transport frames that follow them in the same chunk)."""
@@ -376,18 +386,10 @@ class NoiseSession:
         pos = 0
         n = len(data)
         if pending:
-            if len(pending) < 2:
-                pos = min(2 - len(pending), n)
-                pending += data[:pos]
-                if len(pending) < 2:
-                    return b""
-            need = 2 + ((pending[0] << 8) | pending[1]) - len(pending)
-            take = min(need, n - pos)
-            with memoryview(data) as v:
-                pending += v[pos : pos + take]
-            pos += take
-            if take < need:
+            used = self._complete_pending(data)
+            if used is None:
                 return b""
+            pos = used
             with memoryview(pending) as v, v[2:] as frame:
                 self._frame_in(frame, parts)
             pending.clear()
