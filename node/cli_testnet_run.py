@@ -151,9 +151,9 @@ def register_testnet_run(tsub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--round-timeout-blocks",
         type=positive_int,
-        default=60,
+        default=30,
         help="blocks after which a round may close with fewer than min_updates updates "
-        "(default 60: at most 5 minutes, since an idle chain cuts a block every 5 s; "
+        "(default 30: at most 5 minutes, since an idle chain cuts a block every 10 s; "
         "sooner with transaction traffic, still above a full shard's training time)",
     )
     p.add_argument(

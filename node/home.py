@@ -62,7 +62,10 @@ DATA_DIR = "data"
 
 DEFAULT_BALANCE = 10**12
 DEFAULT_STAKE = 10**6
-EMPTY_BLOCKS_INTERVAL = 5  # seconds; Tendermint option timeout_empty_blocks
+# Seconds; Tendermint option timeout_empty_blocks. Longer than a local testnet's round, so
+# most rounds commit one block (the one that closes them): a height of ten validators costs
+# a one-machine testnet ~1.5 CPU-s.
+EMPTY_BLOCKS_INTERVAL = 10
 
 
 class HomeError(Exception):
@@ -169,8 +172,8 @@ def make_genesis(
             aggregation_params=(),
             min_updates=min_updates,
             # An idle chain cuts a block every EMPTY_BLOCKS_INTERVAL seconds (sooner with
-            # txs): 120 blocks is 2-10 minutes, well beyond a local epoch on a shared CPU.
-            round_timeout_blocks=120,
+            # txs): 60 blocks is 1-10 minutes, well beyond a local epoch on a shared CPU.
+            round_timeout_blocks=60,
             partition=partition,
             max_update_bytes=4 << 20,
         ),
