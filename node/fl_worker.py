@@ -33,6 +33,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -61,10 +62,12 @@ __all__ = ["FLWorker", "Shard", "TrainOutcome", "load_shard"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # Activations of a 2,000-image evaluation batch took a node's peak RSS from ~500 MB to
 # ~820 MB. Evaluation runs while the next round trains, so its activations add to the
 # training peak: 250 images cost ~40 MB more than 64, at the same time per image. 32
-# images (with channels-last weights) keep the evaluation thread's malloc arena at ~7 MB
+# images (with channels-last weights) keep evaluation's share of the malloc arena at ~7 MB
 # instead of ~12 MB, for ~6% more evaluation CPU than 64 (16 would save ~2 MB more for
 # ~11% more CPU).
 EVAL_BATCH = 32
@@ -190,26 +193,25 @@ class FLWorker:
             # skipped, so a backlog never builds up when rounds close faster than that.
             if token is not self._eval_newest:
                 return None
+
             # Evaluation is CPU work like training: on a machine with training slots it
             # takes one too. Ten nodes evaluating beside the two that train made every
             # round start with a dozen threads on two cores (measured: +10% CPU per
             # epoch and +35% per evaluation from cache thrashing).
-            slot = self.slots.hold(self._stop) if self.slots else contextlib.nullcontext()
-            try:
-                with slot:
-                    if token is not self._eval_newest:
-                        return None  # replaced while waiting for the slot
-                    return evaluate_metrics(
-                        self.arch,
-                        params,
-                        shard.test_images,
-                        shard.test_labels,
-                        batch_size=EVAL_BATCH,
-                        threads=self.cfg.threads,
-                        stop=self._stop.is_set,
-                    )
-            except SlotWaitAborted as e:
-                raise TrainingStopped from e
+            def measure() -> Evaluation | None:
+                if token is not self._eval_newest:
+                    return None  # replaced while waiting for the slot
+                return evaluate_metrics(
+                    self.arch,
+                    params,
+                    shard.test_images,
+                    shard.test_labels,
+                    batch_size=EVAL_BATCH,
+                    threads=self.cfg.threads,
+                    stop=self._stop.is_set,
+                )
+
+            return self._in_slot(self._stop, measure)
 
         try:
             return await loop.run_in_executor(self._pool, run)
@@ -218,6 +220,16 @@ class FLWorker:
             if self.closed:
                 return None
             raise
+
+    def _in_slot(self, stop: threading.Event, work: Callable[[], T]) -> T:
+        """Run ``work`` (in the worker thread) holding a machine-wide compute slot, if
+        slots are configured. Raises TrainingStopped when ``stop`` is set first."""
+        slot = self.slots.hold(stop) if self.slots else contextlib.nullcontext()
+        try:
+            with slot:
+                return work()
+        except SlotWaitAborted as e:
+            raise TrainingStopped from e
 
     async def _train(self, round: int, ledger_hash: bytes, params: Params) -> None:
         shard = self.shard
@@ -232,10 +244,10 @@ class FLWorker:
         try:
 
             def job() -> TrainResult:
-                slot = self.slots.hold(job_stop) if self.slots else contextlib.nullcontext()
                 try:
-                    with slot:
-                        return train_local(
+                    return self._in_slot(
+                        job_stop,
+                        lambda: train_local(
                             self.arch,
                             params,
                             shard.images,
@@ -244,8 +256,9 @@ class FLWorker:
                             seed=seed,
                             round_=round,
                             stop=job_stop.is_set,
-                        )
-                except (SlotWaitAborted, TrainingStopped) as e:
+                        ),
+                    )
+                except TrainingStopped:
                     # Logged here, in the thread: a superseded round's task is already
                     # cancelled and never sees this exception.
                     why = (
@@ -254,7 +267,7 @@ class FLWorker:
                         else "a newer round began"
                     )
                     log.info("training round %d stopped: %s", round, why)
-                    raise TrainingStopped from e
+                    raise
 
             result = await loop.run_in_executor(self._pool, job)
             trained_at = time.monotonic()

@@ -54,11 +54,7 @@ def fast_testnet(tmp_path: Path, mnist_dir: Path) -> Iterator[LocalTestnet]:
     try:
         yield net
     finally:
-        for p in net.procs.values():
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGCONT)
-                p.kill()
-                p.wait()
+        net.kill_all()
 
 
 class LyingPeer(threading.Thread):

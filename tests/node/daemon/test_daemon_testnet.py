@@ -120,6 +120,15 @@ class LocalTestnet:
                 codes[i] = p.wait()
         return codes
 
+    def kill_all(self) -> None:
+        """Test teardown: SIGKILL every node still running (resumed first, in case a test
+        left one SIGSTOPped)."""
+        for p in self.procs.values():
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
+                p.kill()
+                p.wait()
+
 
 @pytest.fixture
 def testnet(tmp_path: Path, mnist_dir: Path) -> Iterator[LocalTestnet]:
@@ -129,10 +138,7 @@ def testnet(tmp_path: Path, mnist_dir: Path) -> Iterator[LocalTestnet]:
     try:
         yield net
     finally:
-        for p in net.procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        net.kill_all()
 
 
 def _heights(net: LocalTestnet) -> list[int]:
