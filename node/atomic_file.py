@@ -14,9 +14,14 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically and durably; the file gets ``mode``
-    exactly (not filtered by the umask). Raises OSError, leaving no temporary file."""
+    exactly (not filtered by the umask). Raises OSError, leaving no temporary file.
+
+    ``durable=False`` skips both fsyncs, for files that can be fetched again and are
+    checked when read (gossiped update payloads): the rename still makes a killed
+    process leave the old bytes or the new ones, but after a power loss the file may be
+    empty, which the reader's checksum detects."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -26,13 +31,16 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if not durable:
+        return
     dfd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dfd)

@@ -82,7 +82,9 @@ class BlobSync:
         raise BlobUnavailable(f"no peer served blob {digest.hex()}")
 
     async def fetch_into_store(self, digests: Iterable[bytes], *, round: int | None = None) -> None:
-        """Fetch every blob the store lacks and store it; raises BlobUnavailable."""
+        """Fetch every blob the store lacks and store it; raises BlobUnavailable.
+
+        For update payloads, which peers can serve again: stored without fsync."""
         for d in digests:
             if not self.blobs.has(d):
-                self.blobs.put(await self.fetch(d), round=round)
+                self.blobs.put(await self.fetch(d), round=round, durable=False)

@@ -45,6 +45,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
         bootstrap=tuple(args.bootstrap),
         max_train_samples=args.max_train_samples,
         eval_samples=args.eval_samples,
+        release_code_pages=True,
     )
     install_uvloop()
     try:

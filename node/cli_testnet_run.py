@@ -22,12 +22,25 @@ def _table(sts: list[dict[str, Any] | None], elapsed: float, min_updates: int) -
     t = Table(title=f"fedchain testnet  ({elapsed:.0f}s)")
     for col in ("node", "height", "round", "peers", "mempool", "accuracy", "state"):
         t.add_column(col, justify="right" if col not in ("node", "state") else "left")
+    # All nodes hold the same global model per round, so a node that does not evaluate
+    # (by default every node but node0) shows the accuracy another node measured on it.
+    measured = {
+        s["test_accuracy_round"]: (s["test_accuracy"], str(s.get("moniker", f"node{i}")))
+        for i, s in enumerate(sts)
+        if s is not None and s.get("test_accuracy") is not None
+    }
     pending = 0
+    borrowed = set()
     for i, s in enumerate(sts):
         if s is None:
             t.add_row(f"node{i}", "-", "-", "-", "-", "-", "starting")
             continue
         acc = s.get("test_accuracy")
+        shown = "-" if acc is None else f"{acc:.4f}"
+        if acc is None and s.get("fl_round") in measured:
+            value, by = measured[s["fl_round"]]
+            shown = f"{value:.4f}*"
+            borrowed.add(by)
         pending = max(pending, int(s.get("mempool_txs") or 0))
         t.add_row(
             str(s.get("moniker", f"node{i}")),
@@ -35,9 +48,11 @@ def _table(sts: list[dict[str, Any] | None], elapsed: float, min_updates: int) -
             str(s["fl_round"]),
             str(s["peers"]),
             str(s["mempool_txs"]),
-            "-" if acc is None else f"{acc:.4f}",
+            shown,
             "syncing" if s.get("catching_up") else "ok",
         )
+    if borrowed:
+        t.caption = f"* same global model, evaluated by {', '.join(sorted(borrowed))}"
     bar = ProgressBar(total=max(min_updates, 1), completed=min(pending, min_updates), width=40)
     label = Text(f"updates pending for the current round: {pending}/{min_updates}  ")
     return Group(t, Group(label, bar))
@@ -61,6 +76,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             base_port=args.base_port,
             fl_data_dir=args.data_dir or "",
             eval_samples=args.eval_samples,
+            peer_eval_samples=args.peer_eval_samples,
         )
     except HomeError as e:
         raise CLIError(str(e)) from e
@@ -160,8 +176,14 @@ def register_testnet_run(tsub: argparse._SubParsersAction) -> None:
         "--eval-samples",
         type=positive_int,
         default=10_000,
-        help="test images node0 evaluates each global model on (default: all 10000); the "
-        "other nodes, sharing this machine, use at most the first 1000",
+        help="test images node0 evaluates each global model on (default: all 10000)",
+    )
+    p.add_argument(
+        "--peer-eval-samples",
+        type=int,
+        default=0,
+        help="test images every other node evaluates each global model on (default 0: "
+        "only node0 evaluates, since all nodes hold the same model and share this machine)",
     )
     p.add_argument(
         "--detach",

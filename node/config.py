@@ -65,7 +65,7 @@ class FLConfig:
     data_dir: str = ""  # MNIST directory; empty: $FEDCHAIN_DATA_DIR or the user cache
     torch_threads: int = 1
     device: str = "auto"
-    eval_samples: int = 10_000  # test images this node reports its accuracy on
+    eval_samples: int = 10_000  # test images this node reports its accuracy on; 0: none
     train_slots: int = 0  # at most this many nodes sharing train_slots_dir train at once
     train_slots_dir: str = ""
 
@@ -101,8 +101,8 @@ class Config:
             raise ConfigError("rpc.max_body_bytes: must be between 1024 and 67108864")
         if not 1 <= self.fl.torch_threads <= 256:
             raise ConfigError("fl.torch_threads: must be between 1 and 256")
-        if not 1 <= self.fl.eval_samples <= 10_000:
-            raise ConfigError("fl.eval_samples: must be between 1 and 10000")
+        if not 0 <= self.fl.eval_samples <= 10_000:
+            raise ConfigError("fl.eval_samples: must be between 0 (no evaluation) and 10000")
         if not 0 <= self.fl.train_slots <= 1024:
             raise ConfigError("fl.train_slots: must be between 0 (no limit) and 1024")
         if self.fl.train_slots and not self.fl.train_slots_dir:

@@ -48,6 +48,7 @@ from fl.models import Params
 from fl.train import Evaluation, TrainConfig
 from node.app import AppError, CommittedBlock, NodeApp
 from node.blobsync import BlobSync, BlobUnavailable
+from node.code_pages import release_startup_code_pages
 from node.codec import Record
 from node.commit_store import CommitStore
 from node.consensus_driver import AsyncConsensus
@@ -101,6 +102,8 @@ class DaemonOptions:
     fsync: bool = True
     catchup_interval: float = 1.0  # seconds between lag probes (one peer each)
     catchup: CatchUpPolicy = field(default_factory=CatchUpPolicy)
+    # Process-wide, so only the `fedchain start` process does it (see node.code_pages).
+    release_code_pages: bool = False
 
 
 class Daemon:
@@ -211,6 +214,9 @@ class Daemon:
             self._watcher = asyncio.create_task(self._watch(), name="catch-up")
         self._model_available()
         await self._start_worker()
+        if self.opts.release_code_pages:
+            kb = release_startup_code_pages()
+            log.info("released %.0f MB of start-up code pages", kb / 1024)
 
     async def _catch_up(self) -> None:
         if self.opts.dev:
@@ -442,12 +448,12 @@ class Daemon:
     def _admit(self, tx: Tx, payload: bytes | None) -> None:
         self.mempool.add(tx, payload)
         if payload is not None and isinstance(tx.body, ModelUpdate):
-            self.blobs.put(payload, round=tx.body.round)
+            self.blobs.put(payload, round=tx.body.round, durable=False)
         self._txs_changed()
 
     async def _publish_tx(self, tx: Tx, payload: bytes | None) -> None:
         if payload is not None and isinstance(tx.body, ModelUpdate):
-            self.blobs.put(payload, round=tx.body.round)
+            self.blobs.put(payload, round=tx.body.round, durable=False)
             await self._publish(self.topics.updates, UpdateGossip(tx.encode(), payload).encode())
         else:
             await self._publish(self.topics.txs, tx.encode())

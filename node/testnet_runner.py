@@ -223,6 +223,26 @@ class Testnet:
             return known[-1] if known else None
         return None
 
+    def _fullest_history(self, rounds: int, wait: float = 15.0) -> list[dict[str, Any]]:
+        """The longest /fl/history among the evaluators.
+
+        The run stops on the first evaluator whose status shows the target; another
+        evaluator (node0 included) may still be evaluating that round, and a node sets
+        its status a moment before it appends the history row. So wait (briefly) until
+        some evaluator's history covers every closed round the run saw.
+        """
+        deadline = time.monotonic() + wait
+        best: list[dict[str, Any]] = []
+        while True:
+            for n in self.evaluators:
+                doc = n.get("/fl/history", timeout=5.0)
+                rows = doc.get("rounds", []) if doc is not None else []
+                if isinstance(rows, list) and len(rows) > len(best):
+                    best = rows
+            if len(best) >= rounds or time.monotonic() >= deadline:
+                return best
+            time.sleep(0.5)
+
     def report(self, result: RunResult) -> dict[str, Any]:
         """Everything worth keeping about the run (written as report.json)."""
         sts = self.statuses()
@@ -235,7 +255,7 @@ class Testnet:
             if b is not None:
                 agree_blocks.add(str(b["hash"]))
                 agree_models.add(str(b["header"]["global_model_hash"]))
-        history = self.evaluators[0].get("/fl/history") or {"rounds": []}
+        history = self._fullest_history(result.rounds)
         return {
             "nodes": len(self.nodes),
             "reached_target": result.reached,
@@ -247,7 +267,7 @@ class Testnet:
             "block_hash_at_common_height": sorted(agree_blocks),
             "model_hash_at_common_height": sorted(agree_models),
             "nodes_agree": len(agree_blocks) == 1 and len(agree_models) == 1,
-            "history": history.get("rounds", []),
+            "history": history,
             "node_status": sts,
         }
 

@@ -18,9 +18,13 @@ trainer) until the target accuracy or the round limit, then reports:
   PSS (shared pages divided among the processes using them) and USS (private pages):
   what one more node really costs;
 - with ``--baseline``, the in-process FedAvg loop of ``scripts/bench_fl.py --part speed``
-  on the same split and hyper-parameters, measured in the same run.
+  on the same split and hyper-parameters, measured in the same run; ``--repeat N`` runs N
+  testnet/baseline pairs back to back and reports each pair's ratio and the median;
+- the share of CPU time the hypervisor stole from this VM during each phase (``steal`` in
+  ``/proc/stat``): a phase with much steal time ran on a slower machine than its partner,
+  and its ratio says little.
 
-Example: ``python scripts/bench_testnet.py --nodes 10 --target 0.99 --baseline``.
+Example: ``python scripts/bench_testnet.py --nodes 10 --target 0.99 --baseline --repeat 3``.
 """
 
 from __future__ import annotations
@@ -147,6 +151,32 @@ class MemorySampler:
         return {"peak_pss_mb_max": top(self.peak_pss), "peak_uss_mb_max": top(self.peak_uss)}
 
 
+class StealMeter:
+    """The fraction of this machine's CPU time stolen by the hypervisor between ``start``
+    and ``stop`` (``/proc/stat``; None where there is none)."""
+
+    @staticmethod
+    def _read() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        if len(fields) < 8:
+            return None
+        return fields[7], sum(fields[:8])  # steal, user..steal (guest is inside user)
+
+    def __enter__(self) -> StealMeter:
+        self._start = self._read()
+        self.fraction: float | None = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self._read()
+        if self._start is not None and end is not None and end[1] > self._start[1]:
+            self.fraction = round((end[0] - self._start[0]) / (end[1] - self._start[1]), 3)
+
+
 def run_testnet(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     testnet_init(
         directory,
@@ -162,7 +192,7 @@ def run_testnet(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     t0 = time.monotonic()
     net.start()
     try:
-        with MemorySampler(net) as memory:
+        with MemorySampler(net) as memory, StealMeter() as steal:
             result = net.run(
                 target_accuracy=args.target,
                 max_rounds=args.max_rounds,
@@ -187,10 +217,11 @@ def run_testnet(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         "to_99.0": hit990,
         "split": {**_split(_round_logs(directory), args.nodes), **memory.summary()},
         "history": history,
+        "steal": steal.fraction,
     }
 
 
-def run_baseline(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
+def run_baseline(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     cmd = [
         sys.executable,
         str(ROOT / "scripts" / "bench_fl.py"),
@@ -211,8 +242,11 @@ def run_baseline(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
     ]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    out.unlink(missing_ok=True)
+    with StealMeter() as steal:
+        subprocess.run(cmd, check=True, cwd=ROOT)
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    return {"rows": rows, "steal": steal.fraction}
 
 
 def _compare(
@@ -262,30 +296,51 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", type=Path, help="keep homes and logs here (default: a temp dir)")
     ap.add_argument("--baseline", action="store_true", help="also run bench_fl.py --part speed")
     ap.add_argument("--out", type=Path, help="append the JSON result here")
+    ap.add_argument("--repeat", type=int, default=1, help="testnet (+ baseline) runs")
     args = ap.parse_args(argv)
     if args.min_updates is None:
         args.min_updates = args.nodes
 
-    with tempfile.TemporaryDirectory(prefix="bench-testnet-") as tmp:
-        directory = args.dir or Path(tmp) / "net"
-        res = run_testnet(args, directory)
-        if args.baseline:
-            res["baseline"] = run_baseline(args, Path(tmp) / "baseline.jsonl")
-    res.update(
-        {
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "nodes": args.nodes,
-            "engine": args.engine,
-        }
-    )
+    runs = []
+    for i in range(args.repeat):
+        with tempfile.TemporaryDirectory(prefix="bench-testnet-") as tmp:
+            directory = args.dir / f"run{i}" if args.dir else Path(tmp) / "net"
+            res = run_testnet(args, directory)
+            if args.baseline:
+                res["baseline"] = run_baseline(args, Path(tmp) / "baseline.jsonl")
+                res["comparison"] = _compare(
+                    res["history"], res["baseline"]["rows"], res["to_99.0"]
+                )
+        res.update(
+            {
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                "nodes": args.nodes,
+                "engine": args.engine,
+            }
+        )
+        _print_run(args, res)
+        runs.append(res)
+    ratios = [r["comparison"]["ratio_to_99.0"] for r in runs if "comparison" in r]
+    known = [x for x in ratios if x is not None]
+    if len(runs) > 1 and known:
+        median = statistics.median(known)
+        print(f"\ntestnet / baseline to 99.0%, per run: {ratios}; median {median}")
+    if args.out:
+        with args.out.open("a") as f:
+            for res in runs:
+                f.write(json.dumps(res) + "\n")
+    return 0
+
+
+def _print_run(args: argparse.Namespace, res: dict[str, Any]) -> None:
     s = res["split"]
-    print("| nodes | rounds | wall s | to 98.5% | to 99.0% | final acc | agree | stop |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| nodes | rounds | wall s | to 98.5% | to 99.0% | final acc | agree | stop | steal |")
+    print("|---|---|---|---|---|---|---|---|---|")
     print(
         f"| {args.nodes} | {res['rounds']} | {res['wall_seconds']} | {res['to_98.5']} | "
         f"{res['to_99.0']} | {res['final_accuracy']} | {res['nodes_agree']} | "
-        f"{res['stop_reason']} |"
+        f"{res['stop_reason']} | {res['steal']} |"
     )
     print()
     print("| round s | train s | submit->commit s | aggregation s | consensus s | "
@@ -297,20 +352,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{s['gossip_bytes_per_node_round']} | {s['peak_rss_mb_max']} | "
         f"{s['peak_pss_mb_max']} | {s['peak_uss_mb_max']} |"
     )
-    if "baseline" in res:
-        cmp = res["comparison"] = _compare(res["history"], res["baseline"], res["to_99.0"])
+    if "comparison" in res:
+        cmp = res["comparison"]
         print()
         print("| baseline to 98.5% | baseline to 99.0% | testnet / baseline to 99.0% | "
-              "rounds with the same global model |")  # fmt: skip
-        print("|---|---|---|---|")
+              "rounds with the same global model | baseline steal |")  # fmt: skip
+        print("|---|---|---|---|---|")
         print(
             f"| {cmp['baseline_to_98.5']} | {cmp['baseline_to_99.0']} | {cmp['ratio_to_99.0']} | "
-            f"{cmp['same_models']} of {cmp['compared_rounds']} |"
+            f"{cmp['same_models']} of {cmp['compared_rounds']} | {res['baseline']['steal']} |"
         )
-    if args.out:
-        with args.out.open("a") as f:
-            f.write(json.dumps(res) + "\n")
-    return 0
+    print(flush=True)
 
 
 if __name__ == "__main__":

@@ -34,3 +34,23 @@ def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
         write_atomic(tmp_path / "blocker", b"new")  # cannot rename a file over a directory
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "state.json"]
+
+
+def test_durable_writes_fsync_file_and_directory_and_others_do_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    write_atomic(tmp_path / "a", b"durable")
+    assert len(calls) == 2  # the temporary file, then the directory after the rename
+    calls.clear()
+    write_atomic(tmp_path / "b", b"refetchable", durable=False)
+    assert calls == []
+    assert (tmp_path / "b").read_bytes() == b"refetchable"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]

@@ -173,15 +173,27 @@ def test_init_with_the_genesis_already_in_the_home(tmp_path: Path) -> None:
 
 
 def test_testnet_nodes_share_evaluation_work(tmp_path: Path) -> None:
-    """On one machine only node0 evaluates every global model on the whole test set; the
-    others report on a 1,000-image slice, so ten nodes do not do ten full evaluations."""
-    from node.home import testnet_init
+    """On one machine only node0 evaluates the global model (all nodes hold the same one),
+    so ten nodes do not repeat one evaluation ten times; peers evaluate when asked to, and
+    nodes on their own hosts evaluate like node0."""
+    from node.home import HomeError, testnet_init
 
     homes = testnet_init(tmp_path / "net", 3, base_port=27500, eval_samples=5000)
-    assert [h.config().fl.eval_samples for h in homes] == [5000, 1000, 1000]
-    # `testnet up` judges the target accuracy by node0's full evaluation only.
+    assert [h.config().fl.eval_samples for h in homes] == [5000, 0, 0]
+    # `testnet up` judges the target accuracy by node0's evaluation only.
     from node.testnet_runner import Testnet
 
     assert [n.index for n in Testnet.from_homes(tmp_path / "net").evaluators] == [0]
-    homes = testnet_init(tmp_path / "small", 2, base_port=27500, eval_samples=200)
+    homes = testnet_init(
+        tmp_path / "asked", 3, base_port=27500, eval_samples=5000, peer_eval_samples=800
+    )
+    assert [h.config().fl.eval_samples for h in homes] == [5000, 800, 800]
+    homes = testnet_init(tmp_path / "small", 2, base_port=27500, eval_samples=200,
+                         peer_eval_samples=1000)  # fmt: skip
     assert [h.config().fl.eval_samples for h in homes] == [200, 200]
+    homes = testnet_init(
+        tmp_path / "hosts", 2, base_port=26656, eval_samples=300, hostnames=["a", "b"]
+    )
+    assert [h.config().fl.eval_samples for h in homes] == [300, 300]
+    with pytest.raises(HomeError, match="peer-eval-samples"):
+        testnet_init(tmp_path / "bad", 2, base_port=27500, peer_eval_samples=-1)

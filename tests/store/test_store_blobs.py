@@ -33,9 +33,13 @@ def test_missing_and_corrupt_blobs_raise_typed_errors(tmp_path: Path) -> None:
     bs.path_of(d).write_bytes(b"paylaod")
     with pytest.raises(CorruptBlob):
         bs.get(d)
-    bs.path_of(d).write_bytes(b"")  # a torn write
+    # A corrupt blob is removed, so it counts as missing and is fetched again.
+    assert not bs.has(d)
+    assert bs.put(b"payload", durable=False) == d and bs.get(d) == b"payload"
+    bs.path_of(d).write_bytes(b"")  # a write torn by a power loss
     with pytest.raises(CorruptBlob):
         bs.get(d)
+    assert not bs.has(d)
     with pytest.raises(BlobError):
         bs.path_of(b"short")
     small = BlobStore(tmp_path / "small", max_blob_bytes=10)

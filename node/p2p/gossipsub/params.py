@@ -10,10 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+MESHSUB_V12 = "/meshsub/1.2.0"
 MESHSUB_V11 = "/meshsub/1.1.0"
 MESHSUB_V10 = "/meshsub/1.0.0"
 FLOODSUB = "/floodsub/1.0.0"
-PROTOCOLS = (MESHSUB_V11, MESHSUB_V10, FLOODSUB)
+PROTOCOLS = (MESHSUB_V12, MESHSUB_V11, MESHSUB_V10, FLOODSUB)
+MESH_PROTOCOLS = (MESHSUB_V12, MESHSUB_V11, MESHSUB_V10)
 
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
@@ -54,6 +56,12 @@ class GossipParams:
     # is retained after the disconnect (PeerScoreParams.retain_score), so reconnecting is no
     # way to wash a bad record.
     disconnect_graylisted: bool = True
+    # v1.2 IDONTWANT: on first receipt of a message at least this large, tell the other
+    # mesh peers not to send it; honour at most max_idontwant_messages IDs per peer per
+    # heartbeat, each for idontwant_ttl heartbeats (go-libp2p-pubsub's defaults).
+    idontwant_message_threshold: int = 1024
+    max_idontwant_messages: int = 1000
+    idontwant_ttl: int = 3
 
     def __post_init__(self) -> None:
         if not (0 <= self.d_out < self.d_lo <= self.d <= self.d_hi):

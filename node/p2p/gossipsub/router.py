@@ -36,8 +36,9 @@ from node.p2p.gossipsub.messages import (
 )
 from node.p2p.gossipsub.params import (
     FLOODSUB,
+    MESH_PROTOCOLS,
     MESHSUB_V10,
-    MESHSUB_V11,
+    MESHSUB_V12,
     GossipParams,
     PeerScoreParams,
     PeerScoreThresholds,
@@ -152,6 +153,11 @@ class GossipSubRouter(Generic[P]):
         self._peerhave: dict[P, int] = {}
         self._iasked: dict[P, int] = {}
         self._ticks = 0
+        # Peers that already have a message (sent IDONTWANT, or a copy while we were still
+        # validating ours): msg_id -> (heartbeat tick first noted, peers). Dropped once the
+        # message is forwarded, or after params.idontwant_ttl heartbeats.
+        self._has: dict[bytes, tuple[int, set[P]]] = {}
+        self._idontwant_taken: dict[P, int] = {}
 
         self._out: dict[P, RPC] = {}
         self._events: list[Event[P]] = []
@@ -188,7 +194,7 @@ class GossipSubRouter(Generic[P]):
 
     def is_mesh_peer(self, peer: P) -> bool:
         st = self.peers.get(peer)
-        return st is not None and st.protocol in (MESHSUB_V11, MESHSUB_V10)
+        return st is not None and st.protocol in MESH_PROTOCOLS
 
     def set_validated(self, topic: str, validated: bool) -> None:
         """Whether messages of ``topic`` go through async validation (Validate events)."""
@@ -201,7 +207,7 @@ class GossipSubRouter(Generic[P]):
     def add_peer(
         self, peer: P, protocol: str, outbound: bool, now: float, ips: tuple[str, ...] = ()
     ) -> None:
-        if protocol not in (MESHSUB_V11, MESHSUB_V10, FLOODSUB):
+        if protocol not in (*MESH_PROTOCOLS, FLOODSUB):
             raise ValueError(f"unsupported pubsub protocol {protocol!r}")
         if peer in self.peers:
             st = self.peers[peer]
@@ -229,6 +235,7 @@ class GossipSubRouter(Generic[P]):
         self._out.pop(peer, None)
         self._peerhave.pop(peer, None)
         self._iasked.pop(peer, None)
+        self._idontwant_taken.pop(peer, None)
         self.score.remove_peer(peer, now)
 
     def penalize(self, peer: P, count: float, reason: str) -> None:
@@ -333,13 +340,15 @@ class GossipSubRouter(Generic[P]):
         self.mcache.put(msg_id, msg)
         if topic in self.subscriptions:
             self._events.append(Deliver(msg_id, msg, None))
-        sent = self._forward(msg, None, now)
+        sent = self._forward(msg, msg_id, None, now)
         if not sent:
             self._count("publish_no_peers")
         return msg_id
 
-    def _forward(self, msg: Message, source: P | None, now: float) -> int:
+    def _forward(self, msg: Message, msg_id: bytes, source: P | None, now: float) -> int:
         topic = msg.topic
+        has = self._has.pop(msg_id, None)
+        skip = has[1] if has is not None else ()
         tmap = self.topic_peers.get(topic)
         if not tmap:
             return 0
@@ -368,6 +377,9 @@ class GossipSubRouter(Generic[P]):
         author = msg.from_
         for p in tosend:
             if p == source or (author is not None and self._peer_id_bytes(p) == author):
+                continue
+            if p in skip:
+                self._count("idontwant_not_sent")
                 continue
             self._rpc(p).publish.append(msg)
             n += 1
@@ -434,6 +446,8 @@ class GossipSubRouter(Generic[P]):
         if msg_id in self.seen:
             self._count("duplicate")
             self.score.duplicate_message(peer, msg_id, topic, now)
+            if msg_id in self._pending:  # still validating ours: this peer needs no copy
+                self._note_has(msg_id, peer)
             return
         if self.params.strict_verification:
             assert self._verifier is not None
@@ -450,6 +464,8 @@ class GossipSubRouter(Generic[P]):
         self.seen.add(msg_id, now)
         self._promises.pop(msg_id, None)
         self.score.validate_message(msg_id, now)
+        if len(msg.data) >= self.params.idontwant_message_threshold:
+            self._send_idontwant(topic, msg_id, peer)
         if validate:
             self._pending[msg_id] = (msg, peer)
             self._events.append(Validate(msg_id, msg, peer))
@@ -464,9 +480,11 @@ class GossipSubRouter(Generic[P]):
         if verdict is Verdict.ACCEPT:
             self._accept(msg_id, msg, source, now)
         elif verdict is Verdict.REJECT:
+            self._has.pop(msg_id, None)
             self._count("reject_validation")
             self.score.reject_message(source, msg_id, msg.topic, now)
         else:
+            self._has.pop(msg_id, None)
             self._count("ignore_validation")
             self.score.reject_message(source, msg_id, msg.topic, now, ignore=True)
 
@@ -474,7 +492,7 @@ class GossipSubRouter(Generic[P]):
         self.score.deliver_message(source, msg_id, msg.topic, now)
         self.mcache.put(msg_id, msg)
         self._events.append(Deliver(msg_id, msg, source))
-        self._forward(msg, source, now)
+        self._forward(msg, msg_id, source, now)
 
     # ------------------------------------------------------------------ control
     def _handle_control(self, peer: P, rpc: RPC, now: float) -> None:
@@ -484,12 +502,47 @@ class GossipSubRouter(Generic[P]):
         if rpc.prune:
             self._handle_prune(peer, rpc.prune, now)
         if rpc.idontwant:
-            self._count("idontwant_ignored")
+            self._handle_idontwant(peer, rpc.idontwant)
         if iwant or msgs or prune:
             out = self._rpc(peer)
             out.iwant.extend(iwant)
             out.publish.extend(msgs)
             out.prune.extend(prune)
+
+    def _send_idontwant(self, topic: str, msg_id: bytes, source: P) -> None:
+        """v1.2: a large message arrived (signature checked, not yet validated); tell the
+        other v1.2 mesh peers at once, so that those still validating their copy do not
+        forward it to us as well."""
+        for p in self.mesh.get(topic, ()):
+            if p != source and self.peers[p].protocol == MESHSUB_V12:
+                self._rpc(p).idontwant.append(msg_id)
+
+    def _handle_idontwant(self, peer: P, ids: list[bytes]) -> None:
+        st = self.peers[peer]
+        if st.protocol != MESHSUB_V12:
+            self._count("idontwant_from_old_protocol")
+            return
+        taken = self._idontwant_taken.get(peer, 0)
+        room = self.params.max_idontwant_messages - taken
+        if len(ids) > room:
+            self._count("idontwant_over_limit", len(ids) - max(room, 0))
+            ids = ids[: max(room, 0)]
+        self._idontwant_taken[peer] = taken + len(ids)
+        for msg_id in ids:
+            if msg_id in self.seen and msg_id not in self._pending:
+                continue  # already forwarded (or never will be): nothing to hold back
+            self._note_has(msg_id, peer)
+
+    def _note_has(self, msg_id: bytes, peer: P) -> None:
+        entry = self._has.get(msg_id)
+        if entry is None:
+            entry = self._has[msg_id] = (self._ticks, set())
+        entry[1].add(peer)
+
+    def _expire_has(self) -> None:
+        oldest = self._ticks - self.params.idontwant_ttl
+        for msg_id in [m for m, (tick, _) in self._has.items() if tick < oldest]:
+            del self._has[msg_id]
 
     def _handle_ihave(self, peer: P, ihaves: list[IHave], now: float) -> list[bytes]:
         if self.score.score(peer, now) < self.thresholds.gossip:
@@ -611,7 +664,7 @@ class GossipSubRouter(Generic[P]):
         self, peer: P, topic: str, *, do_px: bool, unsubscribe: bool, now: float
     ) -> Prune:
         st = self.peers.get(peer)
-        if st is None or st.protocol != MESHSUB_V11:
+        if st is None or st.protocol == MESHSUB_V10:
             return Prune(topic)  # v1.0 peers know neither backoff nor PX
         backoff = self.params.unsubscribe_backoff if unsubscribe else self.params.prune_backoff
         px: list[PeerInfo] = []
@@ -636,6 +689,8 @@ class GossipSubRouter(Generic[P]):
         self._clear_backoff(now)
         self._peerhave.clear()
         self._iasked.clear()
+        self._idontwant_taken.clear()
+        self._expire_has()
         self._apply_iwant_penalties(now)
 
         scores = {p: self.score.score(p, now) for p in self.peers}

@@ -1,6 +1,6 @@
 """The asyncio driver that attaches the sans-I/O GossipSub router to a Host.
 
-Per peer it keeps one outbound stream (``/meshsub/1.1.0``, falling back to ``/meshsub/1.0.0``)
+Per peer it keeps one outbound stream (``/meshsub/1.2.0``, falling back to 1.1.0 and 1.0.0)
 fed by a writer task from a byte-bounded queue, and reads RPCs from every inbound stream the
 peer opens. RPCs are varint-length-prefixed protobuf. Everything the router produces is
 taken right after each input (a decoded RPC, a publish, a validation verdict, a heartbeat)
@@ -30,8 +30,7 @@ from node.p2p.connection import Stream, StreamReset
 from node.p2p.gossipsub.frames import FrameParser
 from node.p2p.gossipsub.messages import RPC, Message, MessageIdFn, Verdict, content_message_id
 from node.p2p.gossipsub.params import (
-    MESHSUB_V10,
-    MESHSUB_V11,
+    MESH_PROTOCOLS,
     GossipParams,
     PeerScoreParams,
     PeerScoreThresholds,
@@ -72,7 +71,7 @@ class PublishRejected(ValueError):
 
 @dataclass(slots=True)
 class ServiceConfig:
-    protocols: tuple[str, ...] = (MESHSUB_V11, MESHSUB_V10)
+    protocols: tuple[str, ...] = MESH_PROTOCOLS
     max_queue_bytes: int = 64 * 1024 * 1024
     publish_low_water: int = 8 * 1024 * 1024
     publish_wait: float = 10.0

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from node.p2p.gossipsub.messages import RPC, Message, MessageIdFn, Verdict, content_message_id
-from node.p2p.gossipsub.params import MESHSUB_V11, GossipParams, PeerScoreParams
+from node.p2p.gossipsub.params import MESHSUB_V12, GossipParams, PeerScoreParams
 from node.p2p.gossipsub.router import (
     Deliver,
     Disconnect,
@@ -54,10 +54,16 @@ class SimNetwork:
         score_params: PeerScoreParams | None = None,
         msg_id_fn: MessageIdFn = content_message_id,
         through_wire: bool = True,
+        slow_validation: bool = False,
     ) -> None:
         self.rng = random.Random(seed)
         self.now = 1000.0
         self.through_wire = through_wire
+        # Real validation is asynchronous: copies sent at the same time as the first one
+        # arrive before it is validated and forwarded. With slow_validation, verdicts wait
+        # until every RPC in flight has been delivered.
+        self.slow_validation = slow_validation
+        self._unvalidated: deque[tuple[SimNode, PeerID, Validate[PeerID]]] = deque()
         self.validators: dict[str, Validator] = {}
         self.queue: deque[tuple[PeerID, PeerID, RPC]] = deque()
         self.nodes: dict[PeerID, SimNode] = {}
@@ -79,7 +85,7 @@ class SimNetwork:
         self.ids = list(self.nodes)
 
     # ------------------------------------------------------------------ topology
-    def connect(self, a: PeerID, b: PeerID, protocol: str = MESHSUB_V11) -> None:
+    def connect(self, a: PeerID, b: PeerID, protocol: str = MESHSUB_V12) -> None:
         if a == b or frozenset((a, b)) in self.links:
             return
         self.links.add(frozenset((a, b)))
@@ -133,7 +139,11 @@ class SimNetwork:
             while self._collect():
                 pass
             if not self.queue:
-                return
+                if not self._unvalidated:
+                    return
+                while self._unvalidated:
+                    self._validate(*self._unvalidated.popleft())
+                continue
             src, dst, rpc = self.queue.popleft()
             node = self.nodes.get(dst)
             if node is None or frozenset((src, dst)) not in self.links:
@@ -145,6 +155,11 @@ class SimNetwork:
             node.copies_received += len(rpc.publish)
             node.router.handle_rpc(src, rpc, self.now)
         raise RuntimeError("simulation did not quiesce")
+
+    def _validate(self, node: SimNode, pid: PeerID, ev: Validate[PeerID]) -> None:
+        fn = self.validators.get(ev.msg.topic)
+        verdict = fn(pid, ev.msg) if fn is not None else Verdict.ACCEPT
+        node.router.validation_result(ev.msg_id, verdict, self.now)
 
     def _collect(self) -> bool:
         """Move outboxes to the queue and handle events; True if any event was handled
@@ -158,9 +173,10 @@ class SimNetwork:
                 if isinstance(ev, Deliver):
                     node.delivered.append(ev.msg_id)
                 elif isinstance(ev, Validate):
-                    fn = self.validators.get(ev.msg.topic)
-                    verdict = fn(pid, ev.msg) if fn is not None else Verdict.ACCEPT
-                    node.router.validation_result(ev.msg_id, verdict, self.now)
+                    if self.slow_validation:
+                        self._unvalidated.append((node, pid, ev))
+                    else:
+                        self._validate(node, pid, ev)
                 elif isinstance(ev, Disconnect):
                     self.disconnects.append((pid, ev.peer, ev.reason))
                     self.disconnect(pid, ev.peer)

@@ -20,6 +20,7 @@ from node.p2p.gossipsub.messages import (
 from node.p2p.gossipsub.params import (
     MESHSUB_V10,
     MESHSUB_V11,
+    MESHSUB_V12,
     GossipParams,
     PeerScoreThresholds,
 )
@@ -540,3 +541,104 @@ def test_px_carries_signed_peer_records_when_known() -> None:
     out = dict(r.take_outgoing())
     infos = {i.peer_id: i.signed_peer_record for i in out[peers[0]].prune[0].peers}
     assert infos == {peer(1).to_bytes(): b"signed envelope of peer 1", peer(2).to_bytes(): None}
+
+
+# ---------------------------------------------------------------------- v1.2 IDONTWANT
+def _v12_mesh(n: int, **params: object) -> tuple[GossipSubRouter[PeerID], list[PeerID]]:
+    """A router meshed with n v1.2 peers on T (and validating T)."""
+    _, r = make_router(params=GossipParams(**params))  # type: ignore[arg-type]
+    peers = [peer(i) for i in range(n)]
+    for p in peers:
+        r.add_peer(p, MESHSUB_V12, True, 0.0)
+        r.handle_rpc(p, RPC(subscriptions=[SubOpt(True, T)]), 0.0)
+    r.subscribe(T, 0.0)
+    r.set_validated(T, True)
+    r.take_outgoing()
+    return r, peers
+
+
+def test_a_large_message_makes_us_send_idontwant_to_the_other_v12_mesh_peers() -> None:
+    r, peers = _v12_mesh(4, d=4, d_lo=3, d_hi=8, d_score=2, d_out=1)
+    assert r.mesh[T] == set(peers)
+    r.add_peer(peer(9), MESHSUB_V11, True, 0.0)  # an old peer, in the mesh too
+    r.handle_rpc(peer(9), RPC(subscriptions=[SubOpt(True, T)]), 0.0)
+    r.mesh[T].add(peer(9))
+    author = IdentityKey.from_seed(b"\x07" * 32)
+    big = signed(author, b"x" * 2000)
+    r.handle_rpc(peers[0], RPC(publish=[big]), 1.0)
+    mid = content_message_id(big)
+    sent = {p: rpc.idontwant for p, rpc in r.take_outgoing() if rpc.idontwant}
+    # Sent before validation finishes, to every v1.2 mesh peer but the one it came from.
+    assert sent == {p: [mid] for p in peers[1:]}
+    small = signed(author, b"tiny", seq=2)
+    r.handle_rpc(peers[0], RPC(publish=[small]), 1.0)
+    assert not any(rpc.idontwant for _, rpc in r.take_outgoing())
+
+
+def test_peers_that_said_idontwant_or_sent_a_copy_are_not_sent_the_message() -> None:
+    r, peers = _v12_mesh(4, d=4, d_lo=3, d_hi=8, d_score=2, d_out=1)
+    author = IdentityKey.from_seed(b"\x07" * 32)
+    msg = signed(author, b"y" * 5000)
+    mid = content_message_id(msg)
+    # peers[1] announces it has the message before we even receive it ...
+    r.handle_rpc(peers[1], RPC(idontwant=[mid]), 1.0)
+    r.handle_rpc(peers[0], RPC(publish=[msg]), 1.0)
+    # ... and peers[2] sends its own copy while ours is still being validated.
+    r.handle_rpc(peers[2], RPC(publish=[msg]), 1.0)
+    r.take_outgoing()
+    r.validation_result(mid, Verdict.ACCEPT, 1.1)
+    forwarded = {p for p, rpc in r.take_outgoing() if rpc.publish}
+    assert forwarded == {peers[3]}
+    assert r.counters["idontwant_not_sent"] == 2
+    # Our own publish honours IDONTWANT too.
+    own = b"z" * 5000
+    r.handle_rpc(peers[3], RPC(idontwant=[content_message_id(Message(topic=T, data=own))]), 2.0)
+    r.publish(T, own, 2.0)
+    assert {p for p, rpc in r.take_outgoing() if rpc.publish} == set(peers[:3])
+
+
+def test_idontwant_is_bounded_per_heartbeat_and_forgotten_after_its_ttl() -> None:
+    r, peers = _v12_mesh(3, d=3, d_lo=2, d_hi=6, d_score=1, d_out=1, max_idontwant_messages=5)
+    ids = [bytes([i]) * 32 for i in range(8)]
+    r.handle_rpc(peers[0], RPC(idontwant=ids), 1.0)
+    assert r.counters["idontwant_over_limit"] == 3
+    r.handle_rpc(peers[0], RPC(idontwant=[b"\xee" * 32]), 1.0)  # still this heartbeat
+    assert r.counters["idontwant_over_limit"] == 4
+    for t in range(r.params.idontwant_ttl + 1):
+        r.heartbeat(2.0 + t)
+    # Forgotten: a message with one of those IDs arriving now is forwarded to everyone.
+    r.take_outgoing()
+    assert not r._has
+    r.handle_rpc(peers[0], RPC(idontwant=[b"\x01" * 32]), 9.0)  # a new heartbeat: room again
+    assert r.counters["idontwant_over_limit"] == 4
+    r.remove_peer(peers[0], 9.0)
+    assert peers[0] not in r._idontwant_taken
+
+
+def test_idontwant_from_a_v11_peer_is_ignored_and_counted() -> None:
+    r, _ = with_subscribed_peers(2)
+    r.subscribe(T, 0.0)
+    r.handle_rpc(peer(0), RPC(idontwant=[b"\x01" * 32]), 1.0)
+    assert r.counters["idontwant_from_old_protocol"] == 1 and not r._has
+
+
+def test_idontwant_cuts_duplicates_in_a_flood_published_mesh() -> None:
+    """Ten nodes, all connected (like a local testnet): flood publishing gives everyone the
+    message from its author, so without IDONTWANT every mesh forward is a duplicate."""
+
+    def duplicates(protocol: str) -> int:
+        net = SimNetwork(10, seed=3, slow_validation=True)
+        for i, a in enumerate(net.ids):
+            for b in net.ids[i + 1 :]:
+                net.connect(a, b, protocol)
+        net.subscribe_all(T)
+        for _ in range(3):
+            net.heartbeat()
+        net.set_validator(T, lambda node, m: Verdict.ACCEPT)
+        for k in range(5):
+            net.publish(net.ids[k], T, bytes([k]) * 10_000)
+        assert all(len(n.delivered) == 5 for n in net.nodes.values())
+        return sum(n.router.counters.get("duplicate", 0) for n in net.nodes.values())
+
+    with_v12, with_v11 = duplicates(MESHSUB_V12), duplicates(MESHSUB_V11)
+    assert with_v12 < with_v11 / 2, (with_v12, with_v11)

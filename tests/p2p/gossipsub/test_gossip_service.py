@@ -9,7 +9,13 @@ import itertools
 import pytest
 
 from node.p2p.gossipsub.messages import RPC, Message, Verdict
-from node.p2p.gossipsub.params import MESHSUB_V10, MESHSUB_V11, GossipParams
+from node.p2p.gossipsub.params import (
+    MESH_PROTOCOLS,
+    MESHSUB_V10,
+    MESHSUB_V11,
+    MESHSUB_V12,
+    GossipParams,
+)
 from node.p2p.gossipsub.service import GossipSub, PublishRejected, ServiceConfig
 from node.p2p.gossipsub.wire import encode_rpc
 from node.p2p.host import HostConfig
@@ -49,7 +55,7 @@ async def test_publish_reaches_every_node_on_a_line_both_ways(make_node: MakeNod
     for sub in subs:
         got = {(await asyncio.wait_for(sub.get(), 5)).msg_id for _ in range(2)}
         assert got == {mid, mid2}
-    assert a.router.peers[b.host.peer_id].protocol == MESHSUB_V11
+    assert a.router.peers[b.host.peer_id].protocol == MESHSUB_V12
     # Mesh peers are protected from connection pruning (after a heartbeat).
     await wait_for(lambda: b.host.peer_id in a.protected_peers)
     # Unsubscribing ends an ``async for`` over the subscription.
@@ -194,7 +200,7 @@ async def test_slow_peer_is_disconnected_not_silently_dropped(make_node: MakeNod
         await asyncio.sleep(3600)
 
     # The slow peer accepts our stream but never reads it: its yamux window fills up.
-    for proto in (MESHSUB_V11, MESHSUB_V10):
+    for proto in MESH_PROTOCOLS:
         slow.host.set_stream_handler(proto, never_read)  # type: ignore[arg-type]
     await fast.host.connect(dial_addr(slow.host))
     fast.subscribe(T)
