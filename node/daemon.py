@@ -197,6 +197,12 @@ class Daemon:
             self._apply_synced,
             checkpoint=self.commits.checkpoint,
         )
+        m = self.view.metrics
+        m.add_event_source("p2p", lambda: self.host.counters)
+        m.add_event_source("gossipsub", self.gossip.all_counters)
+        m.add_event_source("blocksync", lambda: self.blocksync.counters)
+        m.add_event_source("blobsync", lambda: self.blobsync.counters)
+        m.add_event_source("app", lambda: self.app.counters)
         self.rpc = RPCServer.from_config(self.view, cfg.rpc)
         await self.rpc.start()
         log.info(

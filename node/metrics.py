@@ -8,8 +8,12 @@ objects; ``GET /metrics`` renders ``NodeMetrics.render()``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 __all__ = ["CONTENT_TYPE", "NodeMetrics"]
 
@@ -18,6 +22,26 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Rounds take seconds to minutes (training); blocks take around a second.
 _ROUND_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, float("inf"))
 _BLOCK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, float("inf"))
+
+
+class _EventCounters(Collector):
+    """``fedchain_events_total{layer, reason}``: the counters each layer already keeps
+    for its drops, rejections and other notable events (p2p host, gossipsub, block sync,
+    blob fetches, the app), read when scraped rather than mirrored on every event."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, Callable[[], Mapping[str, int]]] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        fam = CounterMetricFamily(
+            "fedchain_events",
+            "Drops, rejections and other counted events, by layer and reason",
+            labels=["layer", "reason"],
+        )
+        for layer, read in sorted(self.sources.items()):
+            for reason, n in sorted(read().items()):
+                fam.add_metric([layer, reason], n)
+        yield fam
 
 
 class NodeMetrics:
@@ -96,6 +120,13 @@ class NodeMetrics:
             registry=r,
             buckets=_BLOCK_BUCKETS,
         )
+
+        self._events = _EventCounters()
+        r.register(self._events)
+
+    def add_event_source(self, layer: str, read: Callable[[], Mapping[str, int]]) -> None:
+        """Export the counters ``read()`` returns as ``fedchain_events_total{layer=...}``."""
+        self._events.sources[layer] = read
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -444,3 +444,31 @@ def test_work_reported_during_the_commit_timeout_skips_the_wait() -> None:
     out = e.handle(TimeoutFired("commit", 2, 0))
     assert not any(t.kind == "empty" for t in of_type(out, ScheduleTimeout))
     assert e.step == Step.PROPOSE and not e.waiting_txs
+
+
+def test_waiting_node_reannounces_its_status_every_fifth_gossip_tick_only() -> None:
+    """While a height waits for work the node has nothing of the round to re-send: it
+    re-announces its status on every fifth gossip tick, not every tick (each announcement
+    is flooded through the mesh); once the round is under way every tick re-sends."""
+    from consensus.tendermint.engine import IDLE_STATUS_EVERY
+
+    def statuses(out: list[Effect]) -> int:
+        return sum(
+            isinstance(Envelope.decode(b.data).msg, StatusMsg) for b in of_type(out, Broadcast)
+        )
+
+    e, _ = _at_height_2(key_is_proposer_of_h2=False)
+    assert e.waiting_txs
+    sent = [statuses(e.handle(TimeoutFired("gossip", 2, 0))) for _ in range(2 * IDLE_STATUS_EVERY)]
+    assert sum(sent) == 2 and sent[IDLE_STATUS_EVERY - 1] == 1
+    # Every tick still re-arms the timer, so gossip resumes at full rate after the wait.
+    out = e.handle(TimeoutFired("gossip", 2, 0))
+    assert [t.kind for t in of_type(out, ScheduleTimeout)] == ["gossip"]
+    # A proposal arrives (its proposer did not wait) and is prevoted: every tick re-sends.
+    x = block("with-txs")
+    prop = next(k for k in KS if k.address == e.vals.proposer(0))
+    e.handle(MessageReceived("p", proposal_msg(prop, 2, 0, x)))
+    e.handle(ProposalVerdict(2, x, True))
+    for _ in range(3):
+        out = e.handle(TimeoutFired("gossip", 2, 0))
+        assert statuses(out) == 1 and broadcast_votes(out)

@@ -251,6 +251,8 @@ async def test_metrics_text_parses(node: RunningNode) -> None:
     node.view.test_accuracy = 0.5
     node.view.metrics.block_seconds.observe(0.8)
     node.view.metrics.gossip_messages.labels(topic="txs", direction="in").inc(3)
+    drops = {"reject_signature": 2, "duplicate": 7}
+    node.view.metrics.add_event_source("gossipsub", lambda: drops)
     await _post(
         node.url,
         sign_tx(a, g.chain_id, 2, g.fees, Transfer(b.address, 5)).encode(),
@@ -273,6 +275,10 @@ async def test_metrics_text_parses(node: RunningNode) -> None:
     key = ("fedchain_gossip_messages_total", (("direction", "in"), ("topic", "txs")))
     assert samples[key] == 3
     assert ("fedchain_round_seconds_count", ()) in samples
+    # A layer's own counters, read at scrape time.
+    ev = "fedchain_events_total"
+    assert samples[(ev, (("layer", "gossipsub"), ("reason", "reject_signature")))] == 2
+    assert samples[(ev, (("layer", "gossipsub"), ("reason", "duplicate")))] == 7
 
 
 def test_nodes_in_one_process_have_separate_registries() -> None:
