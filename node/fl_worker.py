@@ -56,7 +56,7 @@ from node.codec import sha256
 from node.crypto import PrivateKey
 from node.ledger.genesis import Genesis
 from node.ledger.tx import ModelUpdate, Tx, sign_tx
-from node.train_slots import SlotWaitAborted, TrainSlots
+from node.train_slots import SlotWaitAborted, TrainSlots, pin_to_slot
 
 __all__ = ["FLWorker", "Shard", "TrainOutcome", "load_shard"]
 
@@ -220,9 +220,10 @@ class FLWorker:
     def _in_slot(self, stop: threading.Event, work: Callable[[], T]) -> T:
         """Run ``work`` (in the worker thread) holding a machine-wide compute slot, if
         slots are configured. Raises TrainingStopped when ``stop`` is set first."""
-        slot = self.slots.hold(stop) if self.slots else contextlib.nullcontext()
+        if self.slots is None:
+            return work()
         try:
-            with slot:
+            with self.slots.hold(stop) as index, pin_to_slot(index):
                 return work()
         except SlotWaitAborted as e:
             raise TrainingStopped from e

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -91,3 +92,27 @@ def test_testnet_nodes_share_the_cores(tmp_path: Path) -> None:
     assert Path(fls[0].train_slots_dir).is_absolute()
     docker = testnet_init(tmp_path / "dk", 2, base_port=26656, hostnames=["a", "b"])
     assert {h.config().fl.train_slots for h in docker} == {0}  # one machine per container
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
+def test_a_slot_holder_runs_on_its_own_core_and_gets_its_affinity_back() -> None:
+    from node.train_slots import pin_to_slot
+
+    allowed = os.sched_getaffinity(0)
+    cpus = sorted(allowed)
+    seen: dict[int, set[int]] = {}
+
+    def in_thread(slot: int) -> None:
+        with pin_to_slot(slot):
+            seen[slot] = os.sched_getaffinity(0)
+        assert os.sched_getaffinity(0) == allowed
+
+    for slot in range(len(cpus) + 1):  # the last one wraps around
+        t = threading.Thread(target=in_thread, args=(slot,))
+        t.start()
+        t.join()
+    assert [seen[i] for i in range(len(cpus))] == [{c} for c in cpus]
+    assert seen[len(cpus)] == {cpus[0]}
+    assert os.sched_getaffinity(0) == allowed  # other threads were never touched
+    with pin_to_slot(-1):  # no slot (no fcntl): nothing changes
+        assert os.sched_getaffinity(0) == allowed
