@@ -36,7 +36,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -504,16 +504,18 @@ class Daemon:
         # (late joiners fetch only the current model); keep a few rounds for stragglers.
         with contextlib.suppress(OSError, sqlite3.Error):
             self.blobs.prune(h.fl_round, KEEP_ROUNDS, pinned=[h.global_model_hash])
+        # The row goes in now; _evaluate fills in the accuracy in the same step as /status,
+        # so a client that sees the accuracy in one sees it in the other.
+        self.view.history.append(
+            RoundStats(
+                h.fl_round - 1, h.height, ev.updates, None, None, seconds, h.global_model_hash.hex()
+            )
+        )
         if not self.models.has(h.global_model_hash):
             await self._fetch_model(h.global_model_hash, h.fl_round)
         accuracy = self._model_available()
         result = await accuracy if accuracy is not None else None
-        acc, loss = (result.accuracy, result.loss) if result is not None else (None, None)
-        stats = RoundStats(
-            h.fl_round - 1, h.height, ev.updates, acc, loss, seconds, h.global_model_hash.hex()
-        )
-        self.view.history.append(stats)
-        self._log_round(ev, seconds, acc, closed_at)
+        self._log_round(ev, seconds, result.accuracy if result else None, closed_at)
 
     def _log_round(
         self, ev: CommittedBlock, seconds: float, acc: float | None, closed_at: float
@@ -582,7 +584,14 @@ class Daemon:
         # /status keeps the newest evaluated model's accuracy together with its round (the
         # evaluation may finish after later rounds closed; it may also have been skipped).
         seen = self.view.test_accuracy_round
-        if result is not None and (seen is None or round >= seen):
+        if result is None:
+            return None
+        hist = self.view.history
+        for i in range(len(hist) - 1, -1, -1):  # the row of the round that made this model
+            if hist[i].round == round - 1:
+                hist[i] = replace(hist[i], accuracy=result.accuracy, loss=result.loss)
+                break
+        if seen is None or round >= seen:
             self.view.test_accuracy, self.view.test_accuracy_round = result.accuracy, round
             self.view.metrics.test_accuracy.set(result.accuracy)
         return result

@@ -223,25 +223,16 @@ class Testnet:
             return known[-1] if known else None
         return None
 
-    def _fullest_history(self, rounds: int, wait: float = 15.0) -> list[dict[str, Any]]:
-        """The longest /fl/history among the evaluators.
-
-        The run stops on the first evaluator whose status shows the target; another
-        evaluator (node0 included) may still be evaluating that round, and a node sets
-        its status a moment before it appends the history row. So wait (briefly) until
-        some evaluator's history covers every closed round the run saw.
-        """
-        deadline = time.monotonic() + wait
+    def _fullest_history(self) -> list[dict[str, Any]]:
+        """The longest /fl/history among the evaluators: the run may stop on another
+        evaluator's accuracy while node0 is still evaluating that round's model."""
         best: list[dict[str, Any]] = []
-        while True:
-            for n in self.evaluators:
-                doc = n.get("/fl/history", timeout=5.0)
-                rows = doc.get("rounds", []) if doc is not None else []
-                if isinstance(rows, list) and len(rows) > len(best):
-                    best = rows
-            if len(best) >= rounds or time.monotonic() >= deadline:
-                return best
-            time.sleep(0.5)
+        for n in self.evaluators:
+            doc = n.get("/fl/history", timeout=5.0)
+            rows = doc.get("rounds", []) if doc is not None else []
+            if isinstance(rows, list) and len(rows) > len(best):
+                best = rows
+        return best
 
     def report(self, result: RunResult) -> dict[str, Any]:
         """Everything worth keeping about the run (written as report.json)."""
@@ -255,7 +246,7 @@ class Testnet:
             if b is not None:
                 agree_blocks.add(str(b["hash"]))
                 agree_models.add(str(b["header"]["global_model_hash"]))
-        history = self._fullest_history(result.rounds)
+        history = self._fullest_history()
         return {
             "nodes": len(self.nodes),
             "reached_target": result.reached,

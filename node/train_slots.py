@@ -47,13 +47,14 @@ def pin_to_slot(slot: int) -> Iterator[None]:
     cpus = sorted(allowed)
     try:
         set_(0, {cpus[slot % len(cpus)]})
+        pinned = True
     except OSError:
-        yield
-        return
+        pinned = False
     try:
         yield
     finally:
-        set_(0, allowed)
+        if pinned:
+            set_(0, allowed)
 
 
 class SlotWaitAborted(Exception):
