@@ -504,16 +504,14 @@ class Daemon:
         # (late joiners fetch only the current model); keep a few rounds for stragglers.
         with contextlib.suppress(OSError, sqlite3.Error):
             self.blobs.prune(h.fl_round, KEEP_ROUNDS, pinned=[h.global_model_hash])
-        # The row goes in now; _evaluate fills in the accuracy in the same step as /status,
-        # so a client that sees the accuracy in one sees it in the other.
-        self.view.history.append(
-            RoundStats(
-                h.fl_round - 1, h.height, ev.updates, None, None, seconds, h.global_model_hash.hex()
-            )
-        )
         if not self.models.has(h.global_model_hash):
             await self._fetch_model(h.global_model_hash, h.fl_round)
-        accuracy = self._model_available()
+        row = RoundStats(
+            h.fl_round - 1, h.height, ev.updates, None, None, seconds, h.global_model_hash.hex()
+        )
+        accuracy = self._model_available(row)
+        if accuracy is None:
+            self.view.history.append(row)  # no evaluation here: the row has no accuracy
         result = await accuracy if accuracy is not None else None
         self._log_round(ev, seconds, result.accuracy if result else None, closed_at)
 
@@ -559,8 +557,11 @@ class Daemon:
                 log.info("global model %s not fetched yet: %s", digest.hex()[:16], e)
                 await asyncio.sleep(1.0)
 
-    def _model_available(self) -> asyncio.Task[Evaluation | None] | None:
-        """Tell the worker and the RPC view about the current global model."""
+    def _model_available(
+        self, row: RoundStats | None = None
+    ) -> asyncio.Task[Evaluation | None] | None:
+        """Tell the worker and the RPC view about the current global model; the returned
+        evaluation appends ``row`` (the round that made the model) to the history."""
         meta = self.ledger.state.meta
         try:
             params: Params = self.models.resolve(meta.global_model)
@@ -572,26 +573,27 @@ class Daemon:
             return None
         # Created first, so its job reaches the worker's thread before the training job
         # (tasks start in creation order): the accuracy does not wait for an epoch.
-        task = asyncio.create_task(self._evaluate(params, meta.fl_round), name="evaluate")
+        task = asyncio.create_task(self._evaluate(params, meta.fl_round, row), name="evaluate")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         self.worker.on_model(meta.fl_round, meta.global_model, params)
         return task
 
-    async def _evaluate(self, params: Params, round: int) -> Evaluation | None:
+    async def _evaluate(
+        self, params: Params, round: int, row: RoundStats | None = None
+    ) -> Evaluation | None:
         assert self.worker is not None
         result = await self.worker.evaluate(params)
+        # The history row and /status change in the same step, so a client that sees the
+        # accuracy in one sees it in the other.
+        if row is not None:
+            if result is not None:
+                row = replace(row, accuracy=result.accuracy, loss=result.loss)
+            self.view.history.append(row)
         # /status keeps the newest evaluated model's accuracy together with its round (the
         # evaluation may finish after later rounds closed; it may also have been skipped).
         seen = self.view.test_accuracy_round
-        if result is None:
-            return None
-        hist = self.view.history
-        for i in range(len(hist) - 1, -1, -1):  # the row of the round that made this model
-            if hist[i].round == round - 1:
-                hist[i] = replace(hist[i], accuracy=result.accuracy, loss=result.loss)
-                break
-        if seen is None or round >= seen:
+        if result is not None and (seen is None or round >= seen):
             self.view.test_accuracy, self.view.test_accuracy_round = result.accuracy, round
             self.view.metrics.test_accuracy.set(result.accuracy)
         return result
