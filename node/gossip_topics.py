@@ -17,7 +17,6 @@ admitted before publishing, so they are accepted as they are.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, ClassVar
@@ -35,7 +34,7 @@ from node.ledger.tx import (
     WrongChain,
 )
 from node.mempool import AlreadyKnown, PayloadMismatch
-from node.p2p.gossipsub.messages import Message, Verdict
+from node.p2p.gossipsub.messages import Message, Verdict, content_message_id
 from node.p2p.peer_id import PeerID
 
 __all__ = [
@@ -79,7 +78,7 @@ class Topics:
         for as long as its seen-cache remembers the first."""
         if msg.topic == self.consensus and msg.from_ is not None and msg.seqno is not None:
             return b"c" + msg.from_ + msg.seqno
-        return hashlib.sha256(msg.data).digest()
+        return content_message_id(msg)
 
 
 class UpdateGossip(Record):

@@ -80,6 +80,18 @@ class WireProtocol(asyncio.BufferedProtocol):
         assert self._rview is not None
         with self._rview[:nbytes] as data:
             self.data_received(data)
+        if nbytes == len(self._rview) and not self.lost and self.transport is not None:
+            # A full buffer means the socket holds more, and libuv (uvloop) would read it
+            # at once, up to 32 times, before the loop runs anything else: a relay busy
+            # verifying 8 MB of input would not run the writer tasks that forward it, and
+            # the next hop would sit idle for tens of milliseconds. One read per loop
+            # iteration, like asyncio's own transports, keeps the pipeline moving.
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        if not self.lost and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes | memoryview) -> None:
         """Received bytes; ``data`` is only valid during the call (see ``get_buffer``)."""
@@ -598,10 +610,10 @@ class Connection:
     # -- output -------------------------------------------------------------------------------
 
     def flush(self) -> None:
-        out = self.yamux.data_to_send()
+        out = self.yamux.pieces_to_send()
         if not out or self.proto.lost:
             return
-        self.proto.writelines(self.noise.encrypt_parts(out))
+        self.proto.writelines(self.noise.encrypt_pieces(out))
         transport = self.proto.transport
         if transport is not None and transport.get_write_buffer_size() > self._max_write_buffer:
             # The peer does not read what its own requests make us send (pings, acks):

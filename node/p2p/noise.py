@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
@@ -32,6 +33,8 @@ SIGNATURE_PREFIX = b"noise-libp2p-static-key:"
 MAX_FRAME = 65535
 TAG_LEN = 16
 MAX_PLAINTEXT = MAX_FRAME - TAG_LEN
+# A piece this large is encrypted in place rather than joined with its neighbours.
+LARGE_PIECE = 16 * 1024
 DH_LEN = 32
 HASH_LEN = 32
 MAX_NONCE = 2**64 - 1
@@ -429,22 +432,54 @@ class NoiseSession:
 
     def encrypt(self, data: bytes | memoryview) -> bytes:
         """Encrypt application bytes into one or more wire frames."""
-        parts = self.encrypt_parts(data)
+        parts = self.encrypt_pieces([data])
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def encrypt_parts(self, data: bytes | memoryview) -> list[bytes]:
-        """Like ``encrypt``, as pieces to hand to ``transport.writelines`` (which sends them
-        with one system call) instead of joining large frames into yet another buffer."""
+    def encrypt_pieces(self, pieces: Iterable[bytes | memoryview]) -> list[bytes]:
+        """The wire frames of the concatenation of ``pieces``, without concatenating them, as
+        pieces for ``transport.writelines`` (one system call, no joined copy).
+
+        Noise frames are chunks of a byte stream: their boundaries need not match the muxer
+        frames or messages they carry. So a large piece (a message payload) is encrypted
+        straight from its caller's buffer, a frame per 65,519 bytes, and only the small
+        pieces between large ones (muxer headers, protobuf tags, signatures) are joined
+        into frames of their own. Joining everything first would copy each payload once
+        more on its way out, for the price of two extra small frames per message.
+        """
         if self._send is None:
             raise NoiseError("handshake not complete")
+        parts: list[bytes] = []
+        small: list[bytes | memoryview] = []
+        small_len = 0
+        for piece in pieces:
+            n = len(piece)
+            if not n:
+                continue
+            if n >= LARGE_PIECE or small_len + n > MAX_PLAINTEXT:
+                if small:
+                    self._seal(b"".join(small), parts)
+                    small.clear()
+                    small_len = 0
+                if n >= LARGE_PIECE:
+                    self._seal(piece, parts)
+                    continue
+            small.append(piece)
+            small_len += n
+        if small:
+            self._seal(b"".join(small), parts)
+        return parts
+
+    def _seal(self, data: bytes | memoryview, parts: list[bytes]) -> None:
         send = self._send
+        assert send is not None
         if len(data) <= MAX_PLAINTEXT:
             ct = send.encrypt(None, data)
-            return [struct.pack(">H", len(ct)) + ct] if len(ct) < 4096 else [_len(ct), ct]
+            # A small frame goes out as one piece: joining a few bytes costs less than
+            # another entry in the writev vector.
+            parts.extend([struct.pack(">H", len(ct)) + ct] if len(ct) < 4096 else [_len(ct), ct])
+            return
         view = memoryview(data)
-        parts = []
         for off in range(0, len(view), MAX_PLAINTEXT):
             ct = send.encrypt(None, view[off : off + MAX_PLAINTEXT])
             parts.append(_len(ct))
             parts.append(ct)
-        return parts

@@ -151,10 +151,13 @@ class YamuxSession:
     # -- output ----------------------------------------------------------------------------
 
     def data_to_send(self) -> bytes:
-        if not self._out:
-            return b""
-        out = b"".join(self._out)
-        self._out.clear()
+        return b"".join(self.pieces_to_send())
+
+    def pieces_to_send(self) -> list[bytes | memoryview]:
+        """What ``data_to_send`` returns, as the pieces that make it up, for a secure channel
+        that can encrypt them without joining them (``NoiseSession.encrypt_pieces``)."""
+        out = self._out
+        self._out = []
         return out
 
     def _frame(

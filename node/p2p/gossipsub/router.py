@@ -381,7 +381,11 @@ class GossipSubRouter(Generic[P]):
             if p in skip:
                 self._count("idontwant_not_sent")
                 continue
-            self._rpc(p).publish.append(msg)
+            out = self._rpc(p)
+            if out.idontwant and msg_id in out.idontwant:
+                # Validated before the flush: the message itself tells the peer we have it.
+                out.idontwant.remove(msg_id)
+            out.publish.append(msg)
             n += 1
         return n
 

@@ -197,7 +197,7 @@ def decode_rpc(data: bytes, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) ->
     """Parse and bound one RPC; raises RPCDecodeError and nothing else."""
     if len(data) > max_rpc_size(max_message_size):
         raise RPCDecodeError(f"RPC of {len(data)} bytes exceeds the limit")
-    fast = _decode_publish_only(data, max_message_size)
+    fast = _decode_fast(data, max_message_size)
     if fast is not None:
         return fast
     try:
@@ -214,25 +214,39 @@ def decode_rpc(data: bytes, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) ->
 _MESSAGE_TAGS = {0x0A: 1, 0x12: 2, 0x1A: 3, 0x22: 4, 0x2A: 5, 0x32: 6}
 
 
-def _decode_publish_only(data: bytes | memoryview, max_message_size: int) -> RPC | None:
-    """The RPC when it holds only well-formed, canonically encoded messages (each field at
-    most once, in field-number order, as every libp2p implementation writes them), else
-    None and the protobuf runtime decides.
+def _decode_fast(data: bytes | memoryview, max_message_size: int) -> RPC | None:
+    """The RPC when its messages are well-formed and canonically encoded (each field at most
+    once, in field-number order, as every libp2p implementation writes them), else None and
+    the protobuf runtime decides.
 
-    A relay's bulk traffic is exactly such RPCs, and this skips building a protobuf object
-    and copying each payload twice (into it and out of it): ``data`` is copied once, out
-    of the received frame. Anything unusual (subscriptions, control, unknown or repeated
-    fields, bad lengths, non-UTF-8 topics, limits exceeded) falls back to the full decoder,
-    so both paths accept and reject exactly the same inputs with the same results.
+    A relay's bulk traffic is such RPCs, and this skips building a protobuf object and
+    copying each payload twice (into it and out of it): ``data`` is copied once, out of the
+    received frame. Subscriptions and control (an IDONTWANT or GRAFT riding with a message)
+    are small: their fields alone go to the protobuf runtime, which parses them exactly as
+    it would within the whole RPC (repeated fields keep their order, a repeated ``control``
+    merges). Anything unusual (unknown top-level fields, messages with unknown, repeated or
+    out-of-order fields, bad lengths, non-UTF-8 topics, limits exceeded) falls back to the
+    full decoder, so both paths accept and reject exactly the same inputs with the same
+    results.
     """
     view = memoryview(data)
     n = len(view)
     pos = 0
     out: list[Message] = []
+    rest: list[memoryview] = []  # the subscription and control fields, tag included
     tags = _MESSAGE_TAGS
     while pos < n:
-        if view[pos] != 0x12:
-            return None
+        tag = view[pos]
+        if tag != 0x12:
+            if tag != 0x0A and tag != 0x1A:
+                return None
+            head = _fast_varint(view, pos + 1, n)
+            if head is None or head[0] + head[1] > n:
+                return None
+            end = head[0] + head[1]
+            rest.append(view[pos:end])
+            pos = end
+            continue
         head = _fast_varint(view, pos + 1, n)
         if head is None:
             return None
@@ -286,7 +300,14 @@ def _decode_publish_only(data: bytes | memoryview, max_message_size: int) -> RPC
                 bytes(view[data_end:signed_end]),
             )
         out.append(msg)
-    return RPC(publish=out)
+    if not rest:
+        return RPC(publish=out)
+    try:
+        rpc = _convert(rpc_pb2.RPC.FromString(b"".join(rest)), max_message_size)
+    except (DecodeError, ValueError, TypeError, RuntimeError):
+        return None  # the full decoder raises the same error for the whole RPC
+    rpc.publish = out
+    return rpc
 
 
 def _fast_varint(view: memoryview, pos: int, end: int) -> tuple[int, int] | None:

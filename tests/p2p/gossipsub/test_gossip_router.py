@@ -575,6 +575,19 @@ def test_a_large_message_makes_us_send_idontwant_to_the_other_v12_mesh_peers() -
     assert not any(rpc.idontwant for _, rpc in r.take_outgoing())
 
 
+def test_a_message_validated_before_the_flush_goes_out_instead_of_its_idontwant() -> None:
+    """Inline validation: the message reaches the other mesh peers in the same RPC as the
+    IDONTWANT would, and says more (the peer will not send back what it got from us)."""
+    r, peers = _v12_mesh(3, d=3, d_lo=2, d_hi=6, d_score=1, d_out=1)
+    r.set_validated(T, False)
+    big = signed(IdentityKey.from_seed(b"\x07" * 32), b"x" * 2000)
+    r.handle_rpc(peers[0], RPC(publish=[big]), 1.0)
+    out = dict(r.take_outgoing())
+    assert set(out) == set(peers[1:])
+    for p in peers[1:]:
+        assert out[p].publish == [big] and out[p].idontwant == []
+
+
 def test_peers_that_said_idontwant_or_sent_a_copy_are_not_sent_the_message() -> None:
     r, peers = _v12_mesh(4, d=4, d_lo=3, d_hi=8, d_score=2, d_out=1)
     author = IdentityKey.from_seed(b"\x07" * 32)

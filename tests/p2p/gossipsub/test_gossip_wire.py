@@ -86,7 +86,7 @@ def test_mutated_valid_rpcs_are_decoded_or_rejected(rpc: RPC, data: st.DataObjec
 
 
 def _slow_decode(data: bytes, max_message_size: int = 16 * 1024 * 1024) -> RPC:
-    """The protobuf-runtime decoder alone, bypassing the publish-only fast path."""
+    """The protobuf-runtime decoder alone, bypassing the fast path."""
     from node.p2p.gossipsub.wire import _convert
 
     try:
@@ -95,46 +95,52 @@ def _slow_decode(data: bytes, max_message_size: int = 16 * 1024 * 1024) -> RPC:
         raise RPCDecodeError(str(e)) from e
 
 
-@given(st.lists(messages, max_size=4))
-def test_publish_only_fast_path_agrees_with_protobuf(msgs: list[Message]) -> None:
-    from node.p2p.gossipsub.wire import _decode_publish_only
+@given(rpcs)
+def test_fast_path_agrees_with_protobuf(rpc: RPC) -> None:
+    """Messages with subscriptions and control riding along (a relay's IDONTWANT, a GRAFT)
+    take the fast path too."""
+    from node.p2p.gossipsub.wire import _decode_fast
 
-    raw = encode_rpc(RPC(publish=msgs))
-    fast = _decode_publish_only(raw, 16 * 1024 * 1024)
+    raw = encode_rpc(rpc)
+    fast = _decode_fast(raw, 16 * 1024 * 1024)
     assert fast is not None  # canonical encodings of valid messages take the fast path
-    assert fast == _slow_decode(raw) == RPC(publish=msgs)
+    assert fast == _slow_decode(raw) == rpc
 
 
-@given(st.lists(messages, max_size=3), st.data())
+@given(rpcs, st.data())
 def test_fast_path_accepts_only_what_protobuf_decodes_identically(
-    msgs: list[Message], data: st.DataObject
+    rpc: RPC, data: st.DataObject
 ) -> None:
     """Mutated, reordered or truncated frames: the fast path either defers (None) or
     returns exactly what the protobuf runtime returns."""
-    from node.p2p.gossipsub.wire import _decode_publish_only
+    from node.p2p.gossipsub.wire import _decode_fast
 
-    raw = bytearray(encode_rpc(RPC(publish=msgs)))
+    raw = bytearray(encode_rpc(rpc))
     if raw:
         for _ in range(data.draw(st.integers(1, 4))):
             raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
         raw = raw[: data.draw(st.integers(0, len(raw)))] + data.draw(st.binary(max_size=6))
     limit = data.draw(st.sampled_from([10, 16 * 1024 * 1024]))
-    fast = _decode_publish_only(bytes(raw), limit)
+    fast = _decode_fast(bytes(raw), limit)
     if fast is not None:
         assert fast == _slow_decode(bytes(raw), limit)
 
 
 def test_fast_path_defers_on_non_canonical_messages() -> None:
-    from node.p2p.gossipsub.wire import _decode_publish_only
+    from node.p2p.gossipsub.wire import _decode_fast
 
     swapped = b"\x12\x06" + b"\x22\x01t" + b"\x12\x01x"  # topic before data
     repeated = b"\x12\x09" + b"\x12\x01x\x12\x01y\x22\x01t"
-    with_sub = encode_rpc(RPC(subscriptions=[SubOpt(True, "t")], publish=[Message("t", b"x")]))
-    for raw in (swapped, repeated, with_sub, b"\x12\x03\x22\x01\xff"):
-        assert _decode_publish_only(raw, 1024) is None
+    unknown_field = b"\x22\x01z" + encode_rpc(RPC(publish=[Message("t", b"x")]))
+    bad_control = encode_rpc(RPC(publish=[Message("t", b"x")])) + b"\x1a\x02\x0a\x05"
+    for raw in (swapped, repeated, unknown_field, bad_control, b"\x12\x03\x22\x01\xff"):
+        assert _decode_fast(raw, 1024) is None
     # Deferred frames still decode (or fail) exactly as protobuf says.
     assert decode_rpc(swapped).publish == [Message("t", b"x")]
     assert decode_rpc(repeated).publish == [Message("t", b"y")]
+    assert decode_rpc(unknown_field).publish == [Message("t", b"x")]
+    with pytest.raises(RPCDecodeError):
+        decode_rpc(bad_control)
 
 
 def test_limits_are_enforced() -> None:
