@@ -556,7 +556,7 @@ class Connection:
         if plain:
             self._on_plaintext(plain)
 
-    def _on_plaintext(self, plain: bytes | bytearray) -> None:
+    def _on_plaintext(self, plain: bytes | bytearray | memoryview) -> None:
         try:
             events = self.yamux.receive_data(plain)
         except yamux.YamuxError as e:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+import sys
 from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidTag
@@ -205,6 +206,7 @@ class NoiseSession:
         self._ss.mix_hash(b"")  # empty prologue
         self._step = 0  # handshake messages processed so far (sent or received)
         self._in = bytearray()
+        self._plain = bytearray()
         self._out = bytearray()
         self._send: CipherState | None = None
         self._recv: CipherState | None = None
@@ -298,16 +300,16 @@ class NoiseSession:
 
     # -- transport -------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> bytes | bytearray:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> bytes | memoryview:
         """Feed wire bytes; returns decrypted application bytes (possibly empty).
 
         Only an incomplete frame is ever buffered: a frame left unfinished by the previous
         chunk is completed with just the bytes it still needs, and the frames after it are
         decrypted straight out of ``data``, so a received byte is not copied before its
         decryption (socket reads end at arbitrary points, mostly mid-frame). After the
-        handshake, the frames a chunk completes are decrypted into one new buffer, so
-        several frames (a 100 KB message spans two) are not joined afterwards. The result
-        is never written to again: the layers above may keep views of it.
+        handshake, the frames a chunk completes are decrypted into one buffer, so several
+        frames (a 100 KB message spans two) are not joined afterwards. The result is never
+        written to while anything holds a view of it: the layers above may keep views.
         """
         if self._recv is None:
             return self._receive_handshake(data)
@@ -337,31 +339,39 @@ class NoiseSession:
             total += length - TAG_LEN
             pos += 2 + length
         with memoryview(data) as dv:
-            if not pending_len and len(spans) == 1:
-                start = spans[0]
-                with dv[start:pos] as frame:
-                    out: bytes | bytearray = recv.decrypt(None, frame)
-            elif not pending_len and not spans:
-                out = b""
+            if not pending_len and not spans:
+                out: bytes | memoryview = b""
             else:
-                out = bytearray(total)
-                with memoryview(out) as ov:
-                    o = 0
-                    if pending_len:
-                        k = pending_len - TAG_LEN
-                        with memoryview(pending) as pv, pv[2:] as frame, ov[:k] as dst:
-                            recv.decrypt_into(frame, dst)
-                        o = k
-                        pending.clear()
-                    for start in spans:
-                        length = (data[start - 2] << 8) | data[start - 1]
-                        k = length - TAG_LEN
-                        with dv[start : start + length] as frame, ov[o : o + k] as dst:
-                            recv.decrypt_into(frame, dst)
-                        o += k
+                out = self._plaintext_buffer(total)
+                o = 0
+                if pending_len:
+                    k = pending_len - TAG_LEN
+                    with memoryview(pending) as pv, pv[2:] as frame, out[:k] as dst:
+                        recv.decrypt_into(frame, dst)
+                    o = k
+                    pending.clear()
+                for start in spans:
+                    length = (data[start - 2] << 8) | data[start - 1]
+                    k = length - TAG_LEN
+                    with dv[start : start + length] as frame, out[o : o + k] as dst:
+                        recv.decrypt_into(frame, dst)
+                    o += k
             if pos < n:
                 pending += dv[pos:]
         return out
+
+    def _plaintext_buffer(self, n: int) -> memoryview:
+        """Where the next ``n`` bytes of plaintext go: the session's own buffer, reused from
+        read to read while nothing holds a view of it (CPython frees a view's hold on it at
+        once, so the reference count tells). A fresh buffer per read was a large allocation
+        to zero-fill and, in a new process, to fault in page by page: about a tenth of a
+        relay's CPU time at 100 KB messages. A layer that keeps a view (a stream's read
+        buffer) keeps the old buffer alive and intact, and the next read gets a new one."""
+        buf = self._plain
+        # References: the attribute, ``buf`` and getrefcount's argument; any more is a view.
+        if len(buf) < n or sys.getrefcount(buf) > 3:
+            buf = self._plain = bytearray(max(n, MAX_FRAME))
+        return memoryview(buf)[:n]
 
     def _complete_pending(self, data: bytes | bytearray | memoryview) -> int | None:
         """Complete the frame the previous chunk left unfinished in ``self._in`` with just

@@ -285,7 +285,7 @@ class YamuxSession:
         self.go_away(GO_AWAY_PROTOCOL_ERROR)
         return YamuxError(reason)
 
-    def receive_data(self, data: bytes | bytearray) -> list[Event]:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Feed decrypted connection bytes; returns the events they complete.
 
         As in the Noise layer, only an incomplete frame is buffered: a frame the previous
@@ -323,12 +323,13 @@ class YamuxSession:
                     buf += v[pos:]
         return events
 
-    def _parse(self, src: bytes | bytearray, pos: int, events: list[Event]) -> int:
+    def _parse(self, src: bytes | bytearray | memoryview, pos: int, events: list[Event]) -> int:
         """Handle the complete frames in ``src`` from ``pos``; returns where they end.
 
         Data bodies are read-only views of ``src``, not copies: ``src`` is a received chunk
-        or a retired reassembly buffer, neither written to again, and a receiver that
-        processes the data at once (GossipSub) never copies a relayed message here."""
+        (never overwritten while a view of it is held) or a retired reassembly buffer, and a
+        receiver that processes the data at once (GossipSub) never copies a relayed message
+        here."""
         end = len(src)
         max_frame_body = self.config.window
         view: memoryview | None = None
