@@ -149,7 +149,7 @@ class WireProtocol(asyncio.BufferedProtocol):
         if self.transport is not None and not self.lost:
             self.transport.write(data)
 
-    def writelines(self, parts: list[bytes]) -> None:
+    def writelines(self, parts: list[bytes] | list[memoryview]) -> None:
         if self.transport is not None and not self.lost:
             if len(parts) == 1:
                 self.transport.write(parts[0])

@@ -43,10 +43,47 @@ _NONCE_PREFIX = b"\x00\x00\x00\x00"
 # Newer cryptography releases decrypt into a caller's buffer (no output object per frame,
 # zero-filled by the library first); older ones get the same result with one more copy.
 _HAS_INTO = hasattr(ChaCha20Poly1305, "decrypt_into")
+_HAS_ENCRYPT_INTO = hasattr(ChaCha20Poly1305, "encrypt_into")
 
 
-def _len(frame: bytes) -> bytes:
-    return struct.pack(">H", len(frame))
+_FRAME_LEN = struct.Struct(">H")
+
+
+def _reusable(buf: bytearray, n: int) -> tuple[bytearray, memoryview]:
+    """``buf`` again, as a view of its first ``n`` bytes, unless it is too small or anything
+    still holds a view of it (CPython drops a view's reference at once, so the reference
+    count tells); then a new buffer. Reusing one warm buffer saves allocating, zero-filling
+    and, in a new process, faulting in a large one per read or write."""
+    # References: the caller's attribute, ``buf`` and getrefcount's argument.
+    if len(buf) < n or sys.getrefcount(buf) > 3:
+        buf = bytearray(max(n, len(buf), MAX_FRAME))
+    return buf, memoryview(buf)[:n]
+
+
+def _frame_plaintexts(pieces: Iterable[bytes | memoryview]) -> list[bytes | memoryview]:
+    """The plaintext of each Noise frame for ``pieces``: large pieces cut in place into
+    frames of at most 65,519 bytes, the small pieces between them joined."""
+    frames: list[bytes | memoryview] = []
+    small: list[bytes | memoryview] = []
+    small_len = 0
+    for piece in pieces:
+        n = len(piece)
+        if not n:
+            continue
+        if n >= LARGE_PIECE or small_len + n > MAX_PLAINTEXT:
+            if small:
+                frames.append(b"".join(small))
+                small = []
+                small_len = 0
+            if n >= LARGE_PIECE:
+                view = memoryview(piece)
+                frames += [view[o : o + MAX_PLAINTEXT] for o in range(0, n, MAX_PLAINTEXT)]
+                continue
+        small.append(piece)
+        small_len += n
+    if small:
+        frames.append(b"".join(small))
+    return frames
 
 
 class NoiseError(Exception):
@@ -112,6 +149,14 @@ class CipherState:
             return self._aead.decrypt(self._next_nonce(), ciphertext, ad)
         except InvalidTag as e:
             raise NoiseError("frame failed authentication") from e
+
+    def encrypt_into(self, plaintext: bytes | memoryview, out: memoryview) -> None:
+        """Encrypt (no associated data) into ``out``, exactly ``len(plaintext) + 16`` bytes."""
+        assert self._aead is not None
+        if _HAS_ENCRYPT_INTO:
+            self._aead.encrypt_into(self._next_nonce(), plaintext, None, out)
+        else:
+            out[:] = self._aead.encrypt(self._next_nonce(), plaintext, None)
 
     def decrypt_into(self, ciphertext: memoryview, out: memoryview) -> None:
         """Decrypt (no associated data) into ``out``, exactly ``len(ciphertext) - 16`` bytes."""
@@ -207,6 +252,7 @@ class NoiseSession:
         self._step = 0  # handshake messages processed so far (sent or received)
         self._in = bytearray()
         self._plain = bytearray()
+        self._ct = bytearray()
         self._out = bytearray()
         self._send: CipherState | None = None
         self._recv: CipherState | None = None
@@ -362,16 +408,12 @@ class NoiseSession:
 
     def _plaintext_buffer(self, n: int) -> memoryview:
         """Where the next ``n`` bytes of plaintext go: the session's own buffer, reused from
-        read to read while nothing holds a view of it (CPython frees a view's hold on it at
-        once, so the reference count tells). A fresh buffer per read was a large allocation
-        to zero-fill and, in a new process, to fault in page by page: about a tenth of a
-        relay's CPU time at 100 KB messages. A layer that keeps a view (a stream's read
-        buffer) keeps the old buffer alive and intact, and the next read gets a new one."""
-        buf = self._plain
-        # References: the attribute, ``buf`` and getrefcount's argument; any more is a view.
-        if len(buf) < n or sys.getrefcount(buf) > 3:
-            buf = self._plain = bytearray(max(n, MAX_FRAME))
-        return memoryview(buf)[:n]
+        read to read while nothing holds a view of it. A fresh buffer per read was a large
+        allocation to zero-fill and, in a new process, to fault in page by page. A layer
+        that keeps a view (a stream's read buffer) keeps the old buffer alive and intact,
+        and the next read gets a new one."""
+        self._plain, view = _reusable(self._plain, n)
+        return view
 
     def _complete_pending(self, data: bytes | bytearray | memoryview) -> int | None:
         """Complete the frame the previous chunk left unfinished in ``self._in`` with just
@@ -442,54 +484,34 @@ class NoiseSession:
 
     def encrypt(self, data: bytes | memoryview) -> bytes:
         """Encrypt application bytes into one or more wire frames."""
-        parts = self.encrypt_pieces([data])
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return b"".join(self.encrypt_pieces([data]))
 
-    def encrypt_pieces(self, pieces: Iterable[bytes | memoryview]) -> list[bytes]:
-        """The wire frames of the concatenation of ``pieces``, without concatenating them, as
-        pieces for ``transport.writelines`` (one system call, no joined copy).
+    def encrypt_pieces(self, pieces: Iterable[bytes | memoryview]) -> list[memoryview]:
+        """The wire frames of the concatenation of ``pieces``, without concatenating them:
+        one buffer (in a list, for ``transport.writelines``), valid until the next call
+        unless something still holds it (a transport that could not send it all at once).
 
         Noise frames are chunks of a byte stream: their boundaries need not match the muxer
         frames or messages they carry. So a large piece (a message payload) is encrypted
         straight from its caller's buffer, a frame per 65,519 bytes, and only the small
         pieces between large ones (muxer headers, protobuf tags, signatures) are joined
-        into frames of their own. Joining everything first would copy each payload once
-        more on its way out, for the price of two extra small frames per message.
+        into frames of their own: joining everything first would copy each payload once
+        more, for the price of two extra small frames per message. The ciphertext goes
+        into a buffer reused from call to call (see ``_plaintext_buffer``).
         """
-        if self._send is None:
-            raise NoiseError("handshake not complete")
-        parts: list[bytes] = []
-        small: list[bytes | memoryview] = []
-        small_len = 0
-        for piece in pieces:
-            n = len(piece)
-            if not n:
-                continue
-            if n >= LARGE_PIECE or small_len + n > MAX_PLAINTEXT:
-                if small:
-                    self._seal(b"".join(small), parts)
-                    small.clear()
-                    small_len = 0
-                if n >= LARGE_PIECE:
-                    self._seal(piece, parts)
-                    continue
-            small.append(piece)
-            small_len += n
-        if small:
-            self._seal(b"".join(small), parts)
-        return parts
-
-    def _seal(self, data: bytes | memoryview, parts: list[bytes]) -> None:
         send = self._send
-        assert send is not None
-        if len(data) <= MAX_PLAINTEXT:
-            ct = send.encrypt(None, data)
-            # A small frame goes out as one piece: joining a few bytes costs less than
-            # another entry in the writev vector.
-            parts.extend([struct.pack(">H", len(ct)) + ct] if len(ct) < 4096 else [_len(ct), ct])
-            return
-        view = memoryview(data)
-        for off in range(0, len(view), MAX_PLAINTEXT):
-            ct = send.encrypt(None, view[off : off + MAX_PLAINTEXT])
-            parts.append(_len(ct))
-            parts.append(ct)
+        if send is None:
+            raise NoiseError("handshake not complete")
+        chunks = _frame_plaintexts(pieces)
+        if not chunks:
+            return []
+        total = sum(map(len, chunks)) + (2 + TAG_LEN) * len(chunks)
+        self._ct, out = _reusable(self._ct, total)
+        pos = 0
+        for chunk in chunks:
+            k = len(chunk) + TAG_LEN
+            _FRAME_LEN.pack_into(out, pos, k)
+            with out[pos + 2 : pos + 2 + k] as dst:
+                send.encrypt_into(chunk, dst)
+            pos += 2 + k
+        return [out]
