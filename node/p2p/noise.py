@@ -34,14 +34,14 @@ SIGNATURE_PREFIX = b"noise-libp2p-static-key:"
 MAX_FRAME = 65535
 TAG_LEN = 16
 MAX_PLAINTEXT = MAX_FRAME - TAG_LEN
-# A piece this large is encrypted in place rather than joined with its neighbours.
+# A piece this large is sealed straight from its buffer, not joined with its neighbours.
 LARGE_PIECE = 16 * 1024
 DH_LEN = 32
 HASH_LEN = 32
 MAX_NONCE = 2**64 - 1
 _NONCE_PREFIX = b"\x00\x00\x00\x00"
-# Newer cryptography releases decrypt into a caller's buffer (no output object per frame,
-# zero-filled by the library first); older ones get the same result with one more copy.
+# Newer cryptography releases encrypt and decrypt into a caller's buffer (no output object
+# per frame); older ones get the same result with one more copy.
 _HAS_INTO = hasattr(ChaCha20Poly1305, "decrypt_into")
 _HAS_ENCRYPT_INTO = hasattr(ChaCha20Poly1305, "encrypt_into")
 
@@ -53,7 +53,9 @@ def _reusable(buf: bytearray, n: int) -> tuple[bytearray, memoryview]:
     """``buf`` again, as a view of its first ``n`` bytes, unless it is too small or anything
     still holds a view of it (CPython drops a view's reference at once, so the reference
     count tells); then a new buffer. Reusing one warm buffer saves allocating, zero-filling
-    and, in a new process, faulting in a large one per read or write."""
+    and, in a new process, faulting in a large one per read or write. A layer that keeps a
+    view (a stream's read buffer, a transport that could not send everything at once) keeps
+    the old buffer alive and intact, and the next call gets a new one."""
     # References: the caller's attribute, ``buf`` and getrefcount's argument.
     if len(buf) < n or sys.getrefcount(buf) > 3:
         buf = bytearray(max(n, len(buf), MAX_FRAME))
@@ -388,7 +390,7 @@ class NoiseSession:
             if not pending_len and not spans:
                 out: bytes | memoryview = b""
             else:
-                out = self._plaintext_buffer(total)
+                self._plain, out = _reusable(self._plain, total)
                 o = 0
                 if pending_len:
                     k = pending_len - TAG_LEN
@@ -405,15 +407,6 @@ class NoiseSession:
             if pos < n:
                 pending += dv[pos:]
         return out
-
-    def _plaintext_buffer(self, n: int) -> memoryview:
-        """Where the next ``n`` bytes of plaintext go: the session's own buffer, reused from
-        read to read while nothing holds a view of it. A fresh buffer per read was a large
-        allocation to zero-fill and, in a new process, to fault in page by page. A layer
-        that keeps a view (a stream's read buffer) keeps the old buffer alive and intact,
-        and the next read gets a new one."""
-        self._plain, view = _reusable(self._plain, n)
-        return view
 
     def _complete_pending(self, data: bytes | bytearray | memoryview) -> int | None:
         """Complete the frame the previous chunk left unfinished in ``self._in`` with just
@@ -497,7 +490,7 @@ class NoiseSession:
         pieces between large ones (muxer headers, protobuf tags, signatures) are joined
         into frames of their own: joining everything first would copy each payload once
         more, for the price of two extra small frames per message. The ciphertext goes
-        into a buffer reused from call to call (see ``_plaintext_buffer``).
+        into a buffer reused from call to call (see ``_reusable``).
         """
         send = self._send
         if send is None:
