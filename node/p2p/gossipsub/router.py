@@ -381,11 +381,7 @@ class GossipSubRouter(Generic[P]):
             if p in skip:
                 self._count("idontwant_not_sent")
                 continue
-            out = self._rpc(p)
-            if out.idontwant and msg_id in out.idontwant:
-                # Validated before the flush: the message itself tells the peer we have it.
-                out.idontwant.remove(msg_id)
-            out.publish.append(msg)
+            self._rpc(p).publish.append(msg)
             n += 1
         return n
 
@@ -468,9 +464,11 @@ class GossipSubRouter(Generic[P]):
         self.seen.add(msg_id, now)
         self._promises.pop(msg_id, None)
         self.score.validate_message(msg_id, now)
-        if len(msg.data) >= self.params.idontwant_message_threshold:
-            self._send_idontwant(topic, msg_id, peer)
         if validate:
+            # Validated inline instead, the message itself goes to the mesh peers in the
+            # same flush, which tells them more than an IDONTWANT would.
+            if len(msg.data) >= self.params.idontwant_message_threshold:
+                self._send_idontwant(topic, msg_id, peer)
             self._pending[msg_id] = (msg, peer)
             self._events.append(Validate(msg_id, msg, peer))
         else:
@@ -514,7 +512,7 @@ class GossipSubRouter(Generic[P]):
             out.prune.extend(prune)
 
     def _send_idontwant(self, topic: str, msg_id: bytes, source: P) -> None:
-        """v1.2: a large message arrived (signature checked, not yet validated); tell the
+        """v1.2: a large message arrived (signature checked, validation pending); tell the
         other v1.2 mesh peers at once, so that those still validating their copy do not
         forward it to us as well."""
         for p in self.mesh.get(topic, ()):
