@@ -27,6 +27,7 @@ def test_three_process_line_delivers_everything() -> None:
             "--mesh-messages=0",
             "--settle=2",
             "--idle=5",
+            "--repeat=1",
             "--json",
         ],
         capture_output=True,
