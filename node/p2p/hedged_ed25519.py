@@ -25,7 +25,7 @@ from the seed must give the same public key as the RFC 8032 implementation.
 from __future__ import annotations
 
 import hashlib
-import os
+from os import urandom
 
 import blake3
 from nacl.bindings import (
@@ -58,7 +58,7 @@ class HedgedEd25519Signer:
             raise ValueError("the public key does not belong to this seed")
 
     def sign(self, message: bytes | memoryview) -> bytes:
-        nonce = hashlib.sha512(os.urandom(32) + self._prefix + blake3.blake3(message).digest())
+        nonce = hashlib.sha512(urandom(32) + self._prefix + blake3.blake3(message).digest())
         r = crypto_core_ed25519_scalar_reduce(nonce.digest())
         big_r = crypto_scalarmult_ed25519_base_noclamp(r)
         challenge = hashlib.sha512(big_r + self._public)

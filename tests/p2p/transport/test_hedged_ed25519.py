@@ -57,11 +57,11 @@ def test_each_signature_gets_a_fresh_nonce() -> None:
 def test_a_stuck_rng_still_gives_distinct_messages_distinct_nonces(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """If os.urandom repeats, the nonce falls back to RFC 8032's deterministic one in
+    """If the RNG repeats, the nonce falls back to RFC 8032's deterministic one in
     spirit: it still depends on the secret prefix and the message, so two messages never
     share a nonce (which would reveal the key)."""
     signer, private, _ = _keypair(b"\x09" * 32)
-    monkeypatch.setattr(hedged_ed25519.os, "urandom", lambda n: b"\0" * n)
+    monkeypatch.setattr(hedged_ed25519, "urandom", lambda n: b"\0" * n)
     one, two, again = signer.sign(b"one"), signer.sign(b"two"), signer.sign(b"one")
     assert one[:32] != two[:32]
     assert one == again
