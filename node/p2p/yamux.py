@@ -141,7 +141,7 @@ class YamuxSession:
         self._next_id = 1 if is_client else 2
         self._streams: dict[int, _Stream] = {}
         # Frames to send; data bodies are views of the caller's buffer (the caller's bytes
-        # must stay unchanged until data_to_send, which the driver calls right away).
+        # must stay unchanged until pieces_to_send, which the driver calls right away).
         self._out: list[bytes | memoryview] = []
         self._buf = bytearray()
         self._ping_id = 0
@@ -211,10 +211,11 @@ class YamuxSession:
         """Queue the concatenation of ``pieces`` (``size`` bytes in all) as one data frame.
 
         The pieces go into the output as they are (they must stay unchanged until the
-        driver's next flush), so ``data_to_send`` copies a large payload once, straight into
-        the buffer that gets encrypted, instead of the writer first joining it into an
-        encoded buffer of its own. Returns False, queuing nothing, when the send window or
-        the frame size limit is too small for all of it (then use ``send_data``)."""
+        driver's next flush), so a large payload reaches ``pieces_to_send`` uncopied and the
+        secure channel encrypts it straight from the caller's buffer, instead of the writer
+        first joining it into an encoded buffer of its own. Returns False, queuing nothing,
+        when the send window or the frame size limit is too small for all of it (then use
+        ``send_data``)."""
         st = self._streams.get(sid)
         if st is None or st.local_closed:
             raise StreamClosedError(f"stream {sid} is closed")
