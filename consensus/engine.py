@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from consensus.types import Commit, Validator
-from node.codec import Record
+from node.core.codec import Record
 
 if TYPE_CHECKING:
     from consensus.app import Block

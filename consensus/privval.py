@@ -30,9 +30,9 @@ from consensus.types import (
     VoteSignBytes,
     VoteType,
 )
-from node.atomic_file import write_atomic
-from node.codec import CodecError
-from node.crypto import PrivateKey
+from node.core.atomic_file import write_atomic
+from node.core.codec import CodecError
+from node.core.crypto import PrivateKey
 
 __all__ = [
     "FileStateStore",

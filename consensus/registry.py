@@ -14,7 +14,7 @@ from typing import Any
 from consensus.engine import Engine
 from consensus.privval import Signer
 from consensus.types import ValidatorSet
-from node.crypto import verify
+from node.core.crypto import verify
 
 __all__ = ["ENGINES", "EngineConfig", "UnknownEngineError", "create_engine", "engine_names"]
 
@@ -34,7 +34,7 @@ class EngineConfig:
     recovery: bytes | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     # (public_key, signature, message) -> bool. Injected so a simulator running many
-    # nodes in one process can share a memo; defaults to node.crypto.verify.
+    # nodes in one process can share a memo; defaults to node.core.crypto.verify.
     verifier: Verifier = verify
 
 

@@ -26,7 +26,7 @@ from consensus.engine import (
 )
 from consensus.registry import EngineConfig
 from consensus.types import Commit, CommitSig, VoteType
-from node.codec import U64, CodecError, Record
+from node.core.codec import U64, CodecError, Record
 
 __all__ = ["SoloCheckpoint", "SoloEngine", "SoloSigningError"]
 

@@ -13,8 +13,20 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Annotated, TypeVar
 
-from node.codec import U8, U32, U64, Bytes, Bytes20, Bytes32, Bytes64, CodecError, Record, Seq, Str
-from node.crypto import address_of, verify
+from node.core.codec import (
+    U8,
+    U32,
+    U64,
+    Bytes,
+    Bytes20,
+    Bytes32,
+    Bytes64,
+    CodecError,
+    Record,
+    Seq,
+    Str,
+)
+from node.core.crypto import address_of, verify
 
 ChainId = Annotated[str, Str(64, "abcdefghijklmnopqrstuvwxyz0123456789-_.")]
 # An empty block hash means "nil" (a vote for no block).

@@ -28,7 +28,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from node.atomic_file import write_atomic
+from node.core.atomic_file import write_atomic
 
 __all__ = [
     "DATA_DIR_ENV",

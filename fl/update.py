@@ -1,6 +1,6 @@
 """Model updates: the delta a trainer publishes, in a canonical self-describing byte format.
 
-An update is a :class:`ModelUpdate` record (``node.codec``: canonical msgpack, so it hashes
+An update is a :class:`ModelUpdate` record (``node.core.codec``: canonical msgpack, so it hashes
 and signs like every other wire object) whose tensors carry raw little-endian arrays:
 never pickle, never ``torch.load``. Encodings trade bytes for precision: ``float32``
 (exact), ``float16`` (half the bytes), ``int8`` (a quarter, one float32 scale per tensor),
@@ -22,7 +22,7 @@ from typing import Annotated
 import numpy as np
 
 from fl.models import Architecture, Params, architecture
-from node.codec import U32, U64, Bytes, Bytes32, CodecError, Record, Seq, Str
+from node.core.codec import U32, U64, Bytes, Bytes32, CodecError, Record, Seq, Str
 
 __all__ = [
     "ENCODINGS",

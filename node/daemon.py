@@ -5,9 +5,9 @@ the libp2p host and GossipSub, request/response services (block sync, checkpoint
 direct consensus messages), the RPC server, the consensus engine driver and the FL worker.
 
 Start-up: connect to the configured peers (persistent + bootstrap, waiting a few seconds
-for the first), pull missing blocks (``node.sync``), then build the engine for the height
-reached, from this node's own checkpoint or, if sync went past it, a peer's, and start
-consensus. A new node also fetches the current global model by hash rather than
+for the first), pull missing blocks (``node.services.block_sync``), then build the engine
+for the height reached, from this node's own checkpoint or, if sync went past it, a
+peer's, and start consensus. A new node also fetches the current global model by hash rather than
 replaying every round.
 
 Running: the engine's own catch-up only reaches as far back as its peers remember
@@ -46,27 +46,13 @@ from consensus.registry import EngineConfig, create_engine
 from consensus.types import Commit, DuplicateVoteEvidence
 from fl.models import Params
 from fl.train import Evaluation, TrainConfig
-from node.app import AppError, CommittedBlock, NodeApp
-from node.blobsync import BlobSync, BlobUnavailable
-from node.code_pages import release_startup_code_pages
-from node.codec import Record
-from node.commit_store import CommitStore
-from node.consensus_driver import AsyncConsensus
-from node.fl_worker import FLWorker, load_shard
-from node.gossip_topics import (
-    MAX_CONSENSUS_BYTES,
-    Topics,
-    UpdateGossip,
-    consensus_validator,
-    tx_validator,
-    update_validator,
-)
+from node.app.application import AppError, CommittedBlock, NodeApp
+from node.app.mempool import Mempool
+from node.core.codec import Record
 from node.home import Home
 from node.ledger.block import Block
 from node.ledger.ledger import Ledger
 from node.ledger.tx import Evidence, ModelUpdate, Tx, sign_tx
-from node.mempool import Mempool
-from node.model_store import ModelBytesError, ModelStore
 from node.p2p.gossipsub.service import GossipSub, Received
 from node.p2p.host import Host, HostConfig
 from node.p2p.multiaddr import Multiaddr
@@ -74,10 +60,24 @@ from node.p2p.peer_id import IdentityKey, PeerID
 from node.p2p.reqresp import ReqRespConfig, RequestResponse
 from node.rpc.server import RPCServer
 from node.rpc.view import LocalView, ModelSnapshot, PeerInfo, RoundStats
+from node.services.blob_sync import BlobSync, BlobUnavailable
+from node.services.block_sync import BadSyncPeer, BlockSync, CatchUpPolicy, LagDetector, Probe
+from node.services.consensus_driver import AsyncConsensus
+from node.services.fl_worker import FLWorker, load_shard
+from node.services.gossip_topics import (
+    MAX_CONSENSUS_BYTES,
+    Topics,
+    UpdateGossip,
+    consensus_validator,
+    tx_validator,
+    update_validator,
+)
 from node.store.blobs import BlobStore
 from node.store.chain import StoreError
-from node.sync import BadSyncPeer, BlockSync, CatchUpPolicy, LagDetector, Probe
-from node.train_slots import TrainSlots
+from node.store.commits import CommitStore
+from node.store.models import ModelBytesError, ModelStore
+from node.testnet.code_pages import release_startup_code_pages
+from node.testnet.train_slots import TrainSlots
 
 __all__ = ["CONSENSUS_DIRECT_PROTOCOL", "Daemon", "DaemonOptions"]
 
@@ -102,7 +102,7 @@ class DaemonOptions:
     fsync: bool = True
     catchup_interval: float = 1.0  # seconds between lag probes (one peer each)
     catchup: CatchUpPolicy = field(default_factory=CatchUpPolicy)
-    # Process-wide, so only the `fedchain start` process does it (see node.code_pages).
+    # Process-wide, so only the `fedchain start` process does it (see node.testnet.code_pages).
     release_code_pages: bool = False
 
 

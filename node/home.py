@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from node.config import Config, ConfigError, P2PConfig, RPCConfig, load_config, render_config
-from node.crypto import KeyFileError, PrivateKey
+from node.core.crypto import KeyFileError, PrivateKey
 from node.ledger.genesis import (
     FeeParams,
     FLParams,
@@ -135,7 +135,7 @@ def make_genesis(
     ``min_updates`` defaults to two thirds of the trainers (rounded up), so a round still
     closes promptly when a third of the trainers is down; the round timeout covers the rest.
     """
-    from node.crypto import address_of
+    from node.core.crypto import address_of
 
     addrs = [address_of(pk) for pk in validators]
     trainer_addrs = addrs if trainers is None else trainers
@@ -314,7 +314,7 @@ def testnet_init(
     repeat node0's measurement with CPU taken from training (measured on 10 nodes: about
     1 CPU-second per round for nine identical numbers). Nodes on their own hosts
     (``hostnames``) evaluate on ``eval_samples`` like node0. On one machine the nodes also
-    take turns to train, as many at once as the machine has cores (``node.train_slots``)."""
+    take turns to train, as many at once as the machine has cores (``node.testnet.train_slots``)."""
     if not 1 <= nodes <= 100:
         raise HomeError("--nodes must be between 1 and 100")
     if hostnames is not None and len(hostnames) != nodes:

@@ -37,8 +37,8 @@ from consensus.privval import GuardedSigner, MemoryStateStore
 from consensus.registry import EngineConfig
 from consensus.tendermint.engine import TendermintEngine
 from consensus.types import Validator, ValidatorSet
-from node.codec import sha256
-from node.crypto import PrivateKey
+from node.core.codec import sha256
+from node.core.crypto import PrivateKey
 
 
 class NoCryptoKey(PrivateKey):
@@ -97,7 +97,7 @@ def run(n: int, heights: int, crypto: bool) -> tuple[float, int]:
 
 def crypto_baseline(samples: int = 2000) -> tuple[float, float]:
     """Median-of-3 CPU ms for one raw Ed25519 sign and one verify of a vote's bytes."""
-    from node.crypto import verify
+    from node.core.crypto import verify
 
     key = PrivateKey.from_secret("baseline")
     msg = b"v" * 60

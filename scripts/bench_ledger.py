@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,14 +31,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 from rich.table import Table
 
-from node.codec import sha256
-from node.crypto import PrivateKey
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.kits is not installed
+
+from node.core.codec import sha256
+from node.core.crypto import PrivateKey
 from node.ledger.block import Block
 from node.ledger.genesis import Genesis, GenesisAccount, test_genesis
 from node.ledger.ledger import Ledger
 from node.ledger.state import State
-from node.ledger.testkit import Devnet, build_block
 from node.ledger.tx import Transfer, Tx, sign_tx
+from tests.kits.ledger import Devnet, build_block
 
 N_SENDERS = 500
 

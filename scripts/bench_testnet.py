@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from node.home import testnet_init  # noqa: E402
-from node.testnet_runner import Testnet, set_round_timeout  # noqa: E402
+from node.testnet.runner import Testnet, set_round_timeout  # noqa: E402
 
 
 def _median(xs: list[float]) -> float | None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from consensus.app import Block, FinalizeResult, PrepareProposalRequest
 from consensus.types import Commit, Validator
-from node.codec import sha256
+from node.core.codec import sha256
 
 __all__ = ["SimApp", "is_valid"]
 

@@ -43,8 +43,8 @@ from consensus.sim.app import SimApp, is_valid
 from consensus.tendermint.engine import TendermintEngine, Timeouts
 from consensus.tendermint.messages import Envelope, ProposalMsg, VoteMsg
 from consensus.types import Proposal, Validator, ValidatorSet, Vote, VoteType
-from node.codec import Record, sha256
-from node.crypto import PrivateKey, verify
+from node.core.codec import Record, sha256
+from node.core.crypto import PrivateKey, verify
 
 __all__ = ["ByzSpec", "Crash", "Scenario", "SimResult", "Simulator", "UnguardedSigner", "run"]
 

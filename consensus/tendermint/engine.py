@@ -76,7 +76,7 @@ from consensus.types import (
     Vote,
     VoteType,
 )
-from node.codec import CodecError, sha256
+from node.core.codec import CodecError, sha256
 
 __all__ = ["Step", "TendermintEngine", "Timeouts"]
 

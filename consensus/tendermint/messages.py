@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from consensus.types import MAX_VALIDATORS, Commit, Proposal, Vote
-from node.codec import U32, U64, Bytes, Record, Seq
+from node.core.codec import U32, U64, Bytes, Record, Seq
 
 __all__ = [
     "MAX_BLOCK_BYTES",

@@ -15,7 +15,7 @@ from typing import Annotated
 from consensus.tendermint.messages import MAX_BLOCK_BYTES
 from consensus.tendermint.proposer import ProposerSchedule, round_proposers
 from consensus.types import MAX_VALIDATORS, Commit, Validator, ValidatorSet
-from node.codec import I64, U64, Bytes, Bytes20, Record, Seq
+from node.core.codec import I64, U64, Bytes, Bytes20, Record, Seq
 
 __all__ = ["HeightVals", "ScheduleRecord", "TendermintCheckpoint", "next_schedule"]
 

@@ -24,7 +24,7 @@ from functools import cached_property
 from typing import Annotated, ClassVar
 
 from consensus.types import ChainId, Commit
-from node.codec import U64, Bytes20, Bytes32, CodecError, Record, Seq, sha256
+from node.core.codec import U64, Bytes20, Bytes32, CodecError, Record, Seq, sha256
 from node.ledger.tx import Tx
 
 __all__ = [

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from consensus.types import MAX_VALIDATORS, ChainId
-from node.codec import (
+from node.core.codec import (
     I64,
     U8,
     U32,
@@ -33,7 +33,7 @@ from node.codec import (
     Seq,
     Str,
 )
-from node.crypto import PrivateKey, address_of
+from node.core.crypto import PrivateKey, address_of
 
 __all__ = [
     "FLParams",

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from consensus.types import Validator, ValidatorSet
-from node.codec import CodecError
+from node.core.codec import CodecError
 from node.ledger.block import Block
 from node.ledger.genesis import Genesis
 from node.ledger.state import Account, State

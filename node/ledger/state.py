@@ -43,8 +43,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Annotated
 
 from consensus.types import MAX_VALIDATORS, CommitError, Validator, ValidatorSet
-from node.codec import U8, U32, U64, Bytes20, Bytes32, CodecError, Record, Seq
-from node.crypto import address_of
+from node.core.codec import U8, U32, U64, Bytes20, Bytes32, CodecError, Record, Seq
+from node.core.crypto import address_of
 from node.ledger.block import Block, BlockError, commit_hash, txs_root
 from node.ledger.genesis import PPM, Genesis
 from node.ledger.tx import (

@@ -2,7 +2,7 @@
 
 A ``Tx`` carries the sender's raw Ed25519 public key (not only its address) so anyone can
 verify the signature without a key registry, and the address is derived from it
-(``node.crypto.address_of``). The signature covers ``TxSignBytes``: a domain prefix plus
+(``node.core.crypto.address_of``). The signature covers ``TxSignBytes``: a domain prefix plus
 the canonical encoding of chain id, sender, nonce, fee and body. Because the chain id and
 the per-sender nonce are signed, a tx replayed on another chain or a second time on this one
 fails (``WrongChain`` / ``BadNonce``).
@@ -23,8 +23,8 @@ from functools import cached_property
 from typing import ClassVar
 
 from consensus.types import ChainId, DuplicateVoteEvidence
-from node.codec import U32, U64, Bytes20, Bytes32, Bytes64, CodecError, Record, sha256
-from node.crypto import PrivateKey, address_of, verify
+from node.core.codec import U32, U64, Bytes20, Bytes32, Bytes64, CodecError, Record, sha256
+from node.core.crypto import PrivateKey, address_of, verify
 from node.ledger.genesis import FeeParams
 
 __all__ = [

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import DecodeError
 
-from node.crypto import verify
+from node.core.crypto import verify
 from node.p2p.hedged_ed25519 import HedgedEd25519Signer
 from node.p2p.pb import crypto_pb2
 from node.p2p.varint import VarintError, decode_uvarint, encode_uvarint

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from consensus.types import Commit, ValidatorSet
-from node.codec import Record
+from node.core.codec import Record
 from node.ledger.block import Block, Header
 from node.ledger.tx import Tx
 

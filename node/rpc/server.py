@@ -24,12 +24,12 @@ from typing import Any
 from aiohttp import web
 
 from node import __version__
-from node.codec import CodecError
+from node.app.mempool import AlreadyKnown, MempoolFull, SenderLimit
 from node.config import RPCConfig, parse_host_port
-from node.crypto import parse_address
+from node.core.codec import CodecError
+from node.core.crypto import parse_address
 from node.ledger.tx import MAX_TX_BYTES, Tx, TxError
-from node.mempool import AlreadyKnown, MempoolFull, SenderLimit
-from node.metrics import CONTENT_TYPE
+from node.rpc.metrics import CONTENT_TYPE
 from node.rpc.render import render_block, render_validators
 from node.rpc.view import NodeView
 

@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from node.app.mempool import Mempool
 from node.ledger.ledger import Ledger
 from node.ledger.tx import Tx
-from node.mempool import Mempool
-from node.metrics import NodeMetrics
+from node.rpc.metrics import NodeMetrics
 
 if TYPE_CHECKING:
     from fl.models import Params

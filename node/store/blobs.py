@@ -21,7 +21,7 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-from node.atomic_file import write_atomic
+from node.core.atomic_file import write_atomic
 
 __all__ = ["BlobError", "BlobNotFound", "BlobStore", "CorruptBlob"]
 

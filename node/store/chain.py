@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from node.codec import CodecError
+from node.core.codec import CodecError
 from node.ledger.block import Block
 
 __all__ = ["ChainStore", "StoreError"]

@@ -12,8 +12,8 @@ from consensus.sim.network import UnguardedSigner
 from consensus.tendermint.engine import TendermintEngine
 from consensus.tendermint.messages import Envelope, ProposalMsg, VoteMsg
 from consensus.types import Validator, ValidatorSet, Vote, VoteType
-from node.codec import sha256
-from node.crypto import PrivateKey
+from node.core.codec import sha256
+from node.core.crypto import PrivateKey
 
 CHAIN = "test-chain"
 E = TypeVar("E")

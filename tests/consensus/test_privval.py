@@ -15,7 +15,7 @@ import pytest
 
 from consensus.privval import FileStateStore, GuardedSigner, MemoryStateStore, SignStateError
 from consensus.types import VoteType
-from node.crypto import PrivateKey
+from node.core.crypto import PrivateKey
 
 KEY = PrivateKey.from_secret("privval-test")
 H1 = b"\x01" * 32
@@ -65,7 +65,7 @@ CHILD = r"""
 import random, sys
 from consensus.privval import FileStateStore, GuardedSigner
 from consensus.types import VoteType
-from node.crypto import PrivateKey
+from node.core.crypto import PrivateKey
 s = GuardedSigner(PrivateKey.from_secret("privval-test"), FileStateStore(sys.argv[1]))
 rng = random.Random(int(sys.argv[2]))
 sys.stderr.write("ready\n")

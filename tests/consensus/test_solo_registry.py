@@ -23,8 +23,8 @@ from consensus.sim.app import SimApp
 from consensus.solo import SoloEngine
 from consensus.tendermint.engine import TendermintEngine
 from consensus.types import Validator, ValidatorSet
-from node.codec import sha256
-from node.crypto import PrivateKey
+from node.core.codec import sha256
+from node.core.crypto import PrivateKey
 
 KEY = PrivateKey.from_secret("solo")
 VSET = ValidatorSet.of([Validator(KEY.public_key, 10)])

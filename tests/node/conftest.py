@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from nodekit import RunningNode, running_node
+
+from tests.node.nodekit import RunningNode, running_node
 
 
 @pytest.fixture

@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.crypto import PrivateKey
+from node.app.mempool import Mempool
+from node.core.crypto import PrivateKey
 from node.ledger.genesis import Genesis, test_genesis
 from node.ledger.ledger import Ledger
-from node.ledger.testkit import Devnet
 from node.ledger.tx import Stake, Transfer, sign_tx
-from node.mempool import Mempool
 from node.rpc.server import RPCServer
 from node.rpc.view import LocalView
+from tests.kits.ledger import Devnet
 
 MAX_BODY = 8192
 

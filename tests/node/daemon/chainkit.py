@@ -18,19 +18,19 @@ from consensus.privval import GuardedSigner, MemoryStateStore
 from consensus.registry import EngineConfig, create_engine
 from fl.models import architecture, init_params, model_hash
 from fl.update import encode_update
-from node.app import NodeApp
-from node.codec import sha256
-from node.commit_store import CommitStore
-from node.consensus_driver import EngineRunner
-from node.crypto import PrivateKey
+from node.app.application import NodeApp
+from node.app.mempool import Mempool
+from node.core.codec import sha256
+from node.core.crypto import PrivateKey
 from node.home import make_genesis
 from node.ledger.genesis import Genesis
 from node.ledger.ledger import Ledger
 from node.ledger.tx import ModelUpdate, Tx, sign_tx
-from node.mempool import Mempool
-from node.model_store import ModelStore
 from node.p2p.host import Host
+from node.services.consensus_driver import EngineRunner
 from node.store.blobs import BlobStore
+from node.store.commits import CommitStore
+from node.store.models import ModelStore
 
 
 def genesis_for(

@@ -6,17 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from chainkit import Chain, initial_fl_hash, make_update
 
 from consensus.app import Block as AppBlock
 from consensus.app import PrepareProposalRequest
 from fl.aggregate import aggregate
 from fl.models import init_params, model_hash
 from fl.update import decode_update
-from node.app import NodeApp, aggregation_config
+from node.app.application import NodeApp, aggregation_config
 from node.ledger.genesis import params_of
 from node.ledger.tx import Transfer, Tx, sign_tx
-from node.model_store import ZERO_HASH
+from node.store.models import ZERO_HASH
+from tests.node.daemon.chainkit import Chain, initial_fl_hash, make_update
 
 
 def test_blocks_commit_and_agree(tmp_path: Path) -> None:
@@ -132,9 +132,9 @@ def test_aggregation_params_from_genesis(tmp_path: Path) -> None:
 
 
 def test_undecodable_payload_in_a_proposal_is_rejected_not_fatal(tmp_path: Path) -> None:
-    from node.codec import sha256
-    from node.ledger.testkit import build_block
+    from node.core.codec import sha256
     from node.ledger.tx import ModelUpdate
+    from tests.kits.ledger import build_block
 
     chain = Chain.build(tmp_path, min_updates=1)
     g = chain.genesis

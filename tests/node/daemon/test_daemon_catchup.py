@@ -1,7 +1,7 @@
 """A running node that fell behind further than the engine's own catch-up reaches: it is
 stuck for good without block sync; probing proves the lag, block sync plus a peer's
 checkpoint bring it back into consensus; lying peers cannot make it pause or do unbounded
-work (``node.sync``: BlockSync.probe, LagDetector)."""
+work (``node.services.block_sync``: BlockSync.probe, LagDetector)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from chainkit import Chain, SimNode, connect
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,12 +18,11 @@ from consensus.privval import GuardedSigner, MemoryStateStore
 from consensus.registry import EngineConfig, create_engine
 from consensus.tendermint.engine import KEEP_DECISIONS, TendermintEngine
 from consensus.types import Commit
-from node.consensus_driver import EngineRunner
 from node.ledger.tx import Transfer, sign_tx
 from node.p2p.host import Host
 from node.p2p.peer_id import IdentityKey, PeerID
 from node.p2p.reqresp import RequestResponse
-from node.sync import (
+from node.services.block_sync import (
     BLOCKS_PROTOCOL,
     CHECKPOINT_PROTOCOL,
     BadSyncPeer,
@@ -37,6 +35,8 @@ from node.sync import (
     Probe,
     SyncedBlock,
 )
+from node.services.consensus_driver import EngineRunner
+from tests.node.daemon.chainkit import Chain, SimNode, connect
 
 PEER = IdentityKey.from_seed(b"\x05" * 32).peer_id
 

@@ -16,10 +16,8 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_daemon_testnet import LocalTestnet, _free_base_port
 
 from consensus.tendermint.engine import KEEP_DECISIONS
-from node.blobsync import BLOB_PROTOCOL
 from node.home import Home
 from node.home import testnet_init as make_testnet_homes
 from node.ledger.genesis import load_genesis, params_of
@@ -27,7 +25,14 @@ from node.p2p.host import Host
 from node.p2p.multiaddr import Multiaddr
 from node.p2p.peer_id import IdentityKey, PeerID
 from node.p2p.reqresp import HandlerError, RequestResponse
-from node.sync import BLOCKS_PROTOCOL, CHECKPOINT_PROTOCOL, BlocksResponse, CheckpointResponse
+from node.services.blob_sync import BLOB_PROTOCOL
+from node.services.block_sync import (
+    BLOCKS_PROTOCOL,
+    CHECKPOINT_PROTOCOL,
+    BlocksResponse,
+    CheckpointResponse,
+)
+from tests.node.daemon.test_daemon_testnet import LocalTestnet, _free_base_port
 
 pytestmark = pytest.mark.slow
 

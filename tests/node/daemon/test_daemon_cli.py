@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from node.cli import main
+from node.cli.main import main
 from node.home import init_home
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from node.commit_store import CommitStore
 from node.config import Config, FLConfig, P2PConfig, RPCConfig
-from node.crypto import PrivateKey
+from node.core.crypto import PrivateKey
 from node.daemon import Daemon, DaemonOptions
 from node.home import init_home
 from node.ledger.tx import Transfer, sign_tx
+from node.store.commits import CommitStore
 
 pytestmark = pytest.mark.slow
 

@@ -6,12 +6,16 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from chainkit import genesis_for, initial_fl_hash, make_update
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.crypto import PrivateKey
-from node.gossip_topics import (
+from node.app.mempool import Mempool
+from node.core.crypto import PrivateKey
+from node.ledger.ledger import Ledger
+from node.ledger.tx import Transfer, Tx, sign_tx
+from node.p2p.gossipsub.messages import Message, Verdict
+from node.p2p.peer_id import IdentityKey
+from node.services.gossip_topics import (
     MAX_CONSENSUS_BYTES,
     Topics,
     UpdateGossip,
@@ -19,12 +23,8 @@ from node.gossip_topics import (
     tx_validator,
     update_validator,
 )
-from node.ledger.ledger import Ledger
-from node.ledger.tx import Transfer, Tx, sign_tx
-from node.mempool import Mempool
-from node.model_store import ZERO_HASH
-from node.p2p.gossipsub.messages import Message, Verdict
-from node.p2p.peer_id import IdentityKey
+from node.store.models import ZERO_HASH
+from tests.node.daemon.chainkit import genesis_for, initial_fl_hash, make_update
 
 KEYS = [PrivateKey.from_secret(f"gossip-{i}") for i in range(2)]
 ME = IdentityKey.from_seed(b"\x01" * 32).peer_id
@@ -120,8 +120,8 @@ def test_consensus_resends_are_new_messages_txs_are_not() -> None:
 
 @given(st.binary(max_size=512))
 def test_wire_records_refuse_junk_with_a_typed_error(data: bytes) -> None:
-    from node.codec import CodecError
-    from node.sync import BlocksRequest, BlocksResponse, CheckpointResponse
+    from node.core.codec import CodecError
+    from node.services.block_sync import BlocksRequest, BlocksResponse, CheckpointResponse
 
     for cls in (UpdateGossip, BlocksRequest, BlocksResponse, CheckpointResponse):
         with contextlib.suppress(CodecError):  # anything else fails the test

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from chainkit import genesis_for
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fl.models import canonical_bytes, init_params, model_hash
-from node.crypto import PrivateKey
-from node.model_store import ZERO_HASH, ModelBytesError, ModelStore, params_from_canonical
+from node.core.crypto import PrivateKey
 from node.store.blobs import BlobStore
+from node.store.models import ZERO_HASH, ModelBytesError, ModelStore, params_from_canonical
+from tests.node.daemon.chainkit import genesis_for
 
 PARAMS = init_params("cnn", 3)
 DATA = canonical_bytes(PARAMS)

@@ -27,9 +27,9 @@ import pytest
 from fl.data import load_mnist
 from fl.models import import_safetensors
 from fl.train import evaluate_metrics
-from node.fl_worker import EVAL_BATCH
 from node.home import Home
 from node.home import testnet_init as make_testnet_homes
+from node.services.fl_worker import EVAL_BATCH
 
 pytestmark = pytest.mark.slow
 

@@ -6,22 +6,22 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from chainkit import Chain, connect
 
 from consensus.types import Commit
-from node.app import NodeApp
-from node.blobsync import BLOB_PROTOCOL, BlobSync, BlobUnavailable
-from node.commit_store import CommitStore
+from node.app.application import NodeApp
+from node.app.mempool import Mempool
 from node.ledger.block import Block
 from node.ledger.ledger import Ledger
 from node.ledger.tx import Transfer, sign_tx
-from node.mempool import Mempool
-from node.model_store import ModelStore
 from node.p2p.host import Host
 from node.p2p.peer_id import PeerID
 from node.p2p.reqresp import RequestResponse
+from node.services.blob_sync import BLOB_PROTOCOL, BlobSync, BlobUnavailable
+from node.services.block_sync import BLOCKS_PROTOCOL, BlocksResponse, BlockSync, SyncedBlock
 from node.store.blobs import BlobStore
-from node.sync import BLOCKS_PROTOCOL, BlocksResponse, BlockSync, SyncedBlock
+from node.store.commits import CommitStore
+from node.store.models import ModelStore
+from tests.node.daemon.chainkit import Chain, connect
 
 
 def _fresh_app(chain: Chain, tmp: Path) -> NodeApp:

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from node.testnet_runner import STATE_FILE, NodeProc
+from node.testnet.runner import STATE_FILE, NodeProc
 
 pytestmark = pytest.mark.slow
 
 
 def _free_port_pair_base() -> int:
-    from test_daemon_testnet import _free_base_port
+    from tests.node.daemon.test_daemon_testnet import _free_base_port
 
     return _free_base_port()
 

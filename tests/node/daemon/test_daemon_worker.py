@@ -7,16 +7,16 @@ import logging
 from pathlib import Path
 
 import pytest
-from chainkit import genesis_for
 
 from fl.models import init_params, model_hash
 from fl.update import decode_update
-from node.codec import sha256
-from node.crypto import PrivateKey
-from node.fl_worker import FLWorker, load_shard
+from node.core.codec import sha256
+from node.core.crypto import PrivateKey
 from node.ledger.ledger import Ledger
 from node.ledger.tx import ModelUpdate, Tx
-from node.model_store import ZERO_HASH
+from node.services.fl_worker import FLWorker, load_shard
+from node.store.models import ZERO_HASH
+from tests.node.daemon.chainkit import genesis_for
 
 KEYS = [PrivateKey.from_secret(f"worker-{i}") for i in range(2)]
 
@@ -157,7 +157,7 @@ async def test_a_new_round_stops_the_old_rounds_training(
         g, KEYS[1], shard, submit=submit, next_nonce=lambda: 0, current_round=lambda: rounds[0]
     )
     params = init_params("cnn", 0)
-    caplog.set_level(logging.INFO, logger="node.fl_worker")
+    caplog.set_level(logging.INFO, logger="node.services.fl_worker")
     w.on_model(0, ZERO_HASH, params)
     await asyncio.sleep(0.3)  # round 0's epoch (thousands of samples) is under way
     rounds[0] = 1

@@ -1,0 +1,406 @@
+"""The node's consensus application: ledger + mempool + FL aggregation behind ABCI++.
+
+``NodeApp`` implements ``consensus.app.Application``. The engine only sees opaque block
+bytes and their hash; everything about blocks, transactions and models is decided here:
+
+* ``prepare_proposal`` reaps ordinary transactions and, when the FL round can close
+  (``min_updates`` usable updates for the current round, or at least one once
+  ``round_timeout_blocks`` have passed), includes those updates, aggregates them with the
+  genesis rule (inputs sorted by tx hash, bit-exact integer arithmetic in ``fl.aggregate``)
+  and puts the new model's hash in the header; the model bytes go to the blob store.
+* ``process_proposal`` checks the bytes hash to the proposed id, dry-runs the block on the
+  ledger (``State.simulate_block``), and for a round-closing block re-aggregates the
+  included payloads and rejects any model hash mismatch. Payloads are looked up locally
+  only: the driver fetches missing ones from peers *before* asking (``missing_payloads``),
+  so this method stays synchronous and deterministic.
+* ``finalize_block`` applies and persists the block (rewards are ledger rules), records its
+  certificate, and updates the mempool; listeners (FL worker, RPC view, metrics) are told.
+
+It runs on the event loop thread, as the mempool and RPC do, so the ledger is only ever
+touched from one thread; the expensive part (aggregating a ~35k-parameter model) takes
+milliseconds, and training, the truly heavy work, runs elsewhere (``node.services.fl_worker``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from consensus.app import Block as AppBlock
+from consensus.app import FinalizeResult, PrepareProposalRequest
+from consensus.types import Commit
+from fl.aggregate import AggregationConfig, AggregationError, AggregationResult, aggregate
+from fl.update import DecodedUpdate, decode_update
+from node.app.mempool import Mempool
+from node.core.codec import CodecError
+from node.ledger.block import (
+    MAX_BLOCK_BYTES,
+    MAX_BLOCK_TXS,
+    Block,
+    BlockError,
+    Header,
+    commit_hash,
+    txs_root,
+)
+from node.ledger.genesis import FLParams, params_dict
+from node.ledger.ledger import Ledger
+from node.ledger.tx import ModelUpdate, Tx
+from node.store.blobs import BlobError
+from node.store.commits import CommitStore
+from node.store.models import ModelBytesError, ModelStore
+
+__all__ = ["AppError", "CommittedBlock", "NodeApp", "aggregation_config"]
+
+log = logging.getLogger(__name__)
+
+MAX_ROUND_UPDATES = 256  # fl.aggregate.MAX_UPDATES
+_FLOAT_KEYS = ("trim_beta", "server_momentum")
+_INT_KEYS = ("weight_cap", "krum_f", "multi_krum_m")
+
+
+class AppError(RuntimeError):
+    """The application cannot do what the engine asked (a bug or a corrupt store)."""
+
+
+def aggregation_config(fl: FLParams) -> AggregationConfig:
+    """The genesis rule and its parameters as an ``fl.aggregate.AggregationConfig``.
+
+    Floats travel in genesis as decimal strings (``"0.2"``), since genesis parameters are
+    integers or strings only; ``norm_bound`` is ``"median"`` or such a string.
+    """
+    kw: dict[str, object] = {"rule": fl.aggregation}
+    for key, value in params_dict(fl.aggregation_params).items():
+        try:
+            if key in _INT_KEYS:
+                kw[key] = int(value)
+            elif key in _FLOAT_KEYS:
+                kw[key] = float(value)
+            elif key == "norm_bound":
+                kw[key] = "median" if value == "median" else float(value)
+            else:
+                raise AggregationError(f"unknown aggregation parameter {key!r}")
+        except ValueError as e:
+            if isinstance(e, AggregationError):
+                raise
+            raise AggregationError(f"aggregation parameter {key}: bad value {value!r}") from e
+    cfg = AggregationConfig(**kw)  # type: ignore[arg-type]
+    if cfg.server_momentum:
+        # The momentum state would have to be part of the chain state to stay reproducible
+        # for late joiners; until it is, refuse rather than fork.
+        raise AggregationError("server_momentum is not supported by the node")
+    return cfg
+
+
+@dataclass(frozen=True)
+class CommittedBlock:
+    """What listeners learn after each committed block."""
+
+    block: Block
+    commit: Commit
+    app_hash: bytes
+    new_round: bool  # the block closed an FL round (a new global model)
+    updates: int  # model updates included
+    # Seconds from this node first seeing the block (building or checking it) to its
+    # commit, and seconds this node spent aggregating it (0 without updates).
+    consensus_seconds: float = 0.0
+    aggregation_seconds: float = 0.0
+
+
+class NodeApp:
+    def __init__(
+        self,
+        ledger: Ledger,
+        mempool: Mempool,
+        models: ModelStore,
+        commits: CommitStore | None = None,
+        *,
+        max_block_bytes: int = MAX_BLOCK_BYTES // 2,
+        max_block_txs: int = MAX_BLOCK_TXS,
+    ) -> None:
+        self.ledger = ledger
+        self.mempool = mempool
+        self.models = models
+        self.commits = commits
+        self.genesis = ledger.state.genesis
+        self.agg = aggregation_config(self.genesis.fl)
+        self.max_block_bytes = max_block_bytes
+        self.max_block_txs = max_block_txs
+        self.listeners: list[Callable[[CommittedBlock], None]] = []
+        self._verdicts: OrderedDict[bytes, bool] = OrderedDict()
+        self._decoded: OrderedDict[bytes, Block] = OrderedDict()
+        self.counters: dict[str, int] = {}
+        self._first_seen: OrderedDict[bytes, float] = OrderedDict()
+        self._agg_seconds: dict[bytes, float] = {}
+
+    def _count(self, reason: str) -> None:
+        self.counters[reason] = self.counters.get(reason, 0) + 1
+
+    # ----------------------------------------------------------------- payloads
+
+    def payload(self, tx: Tx) -> bytes | None:
+        """The update payload of ``tx`` if this node holds it (mempool or blob store)."""
+        body = tx.body
+        assert isinstance(body, ModelUpdate)
+        p = self.mempool.payload(tx.hash)
+        if p is not None:
+            return p
+        try:
+            return self.models.blobs.get(body.payload_hash)
+        except (KeyError, BlobError):
+            return None
+
+    def missing_payloads(self, data: bytes) -> list[bytes]:
+        """Payload hashes a proposed block needs that this node lacks (for the driver to
+        fetch before calling ``process_proposal``)."""
+        block = self._decode(data)
+        if block is None:
+            return []
+        return [
+            tx.body.payload_hash
+            for tx in block.txs
+            if isinstance(tx.body, ModelUpdate) and self.payload(tx) is None
+        ]
+
+    def _decode_payload(self, tx: Tx, base_fl_hash: bytes) -> DecodedUpdate | None:
+        """A payload that matches its tx and the round's base model, else None."""
+        body = tx.body
+        assert isinstance(body, ModelUpdate)
+        data = self.payload(tx)
+        if data is None:
+            return None
+        try:
+            upd = decode_update(data, self.models.arch, max_bytes=self.genesis.fl.max_update_bytes)
+        except CodecError:  # UpdateError is one; so is a raw msgpack decode failure
+            self._count("payload_malformed")
+            return None
+        if upd.round != body.round or upd.num_samples != body.samples:
+            self._count("payload_mismatch")
+            return None
+        if upd.base_hash != base_fl_hash:
+            self._count("payload_wrong_base")
+            return None
+        return upd
+
+    # ----------------------------------------------------------------- proposer
+
+    def prepare_proposal(self, req: PrepareProposalRequest) -> AppBlock:
+        state = self.ledger.state
+        meta = state.meta
+        height = meta.height + 1
+        if req.height != height:
+            raise AppError(f"asked to propose height {req.height}, ledger is at {meta.height}")
+        last_commit = req.last_commit
+        if last_commit is None and height > 1 and self.commits is not None:
+            # An engine restarted without its checkpoint knows no last commit; ours does.
+            last_commit = self.commits.commit(height - 1)
+        started = time.monotonic()
+        ordinary = self.mempool.reap(self.max_block_bytes, self.max_block_txs)
+        fl_round, model = meta.fl_round, meta.global_model
+        txs = list(ordinary)
+        closing = self._closing_updates(height)
+        if closing:
+            candidate = state.select_valid([*ordinary, *(tx for tx, _ in closing)])
+            kept = {tx.hash for tx in candidate}
+            closing = [(tx, u) for tx, u in closing if tx.hash in kept]
+            if self._may_close(height, len(closing)):
+                try:
+                    new_params = self._aggregate(meta.global_model, closing).params
+                except AggregationError as e:
+                    log.warning("cannot aggregate round %d: %s", meta.fl_round, e)
+                    self._count("aggregation_failed")
+                else:
+                    txs = candidate
+                    fl_round = meta.fl_round + 1
+                    model = self.models.put(new_params, round=fl_round)
+        time_ms = max(req.time_ms, meta.time_ms + 1)
+        header = Header(
+            chain_id=state.chain_id,
+            height=height,
+            time_ms=time_ms,
+            prev_hash=meta.last_block_hash,
+            proposer=req.proposer,
+            txs_root=txs_root(txs),
+            last_commit_hash=commit_hash(last_commit),
+            app_hash=state.app_hash(),
+            validators_hash=state.validator_set(height).hash,
+            fl_round=fl_round,
+            global_model_hash=model,
+        )
+        block = Block(header, tuple(txs), last_commit)
+        data = block.encode()
+        self._seen(block.hash)
+        if fl_round != meta.fl_round:
+            self._agg_seconds[block.hash] = time.monotonic() - started
+        self._remember(block)
+        self._verdicts[block.hash] = True  # our own block: no need to re-check it
+        return AppBlock(block.hash, data)
+
+    def has_work(self) -> bool:
+        """Whether the next block would carry something: an ordinary tx, or enough updates
+        to close the FL round. Consensus engines that wait for transactions before an
+        empty block (``timeout_empty_blocks``) start a height when this turns true; pending
+        updates alone do not count until the round may close, or every update's arrival
+        would cut an empty block."""
+        if self.mempool.has_ordinary():
+            return True
+        meta = self.ledger.state.meta
+        return self._may_close(meta.height + 1, len(self.mempool.model_updates(meta.fl_round)))
+
+    def _closing_updates(self, height: int) -> list[tuple[Tx, DecodedUpdate]]:
+        meta = self.ledger.state.meta
+        base_fl = self.models.fl_hash(meta.global_model)
+        out = []
+        for tx in self.mempool.model_updates(meta.fl_round):
+            upd = self._decode_payload(tx, base_fl)
+            if upd is not None:
+                out.append((tx, upd))
+            if len(out) == MAX_ROUND_UPDATES:
+                break
+        return out if self._may_close(height, len(out)) else []
+
+    def _may_close(self, height: int, n: int) -> bool:
+        fl = self.genesis.fl
+        meta = self.ledger.state.meta
+        if n >= fl.min_updates:
+            return True
+        return n >= 1 and height - meta.round_start_height >= fl.round_timeout_blocks
+
+    def _seen(self, block_hash: bytes) -> None:
+        self._first_seen.setdefault(block_hash, time.monotonic())
+        while len(self._first_seen) > 64:
+            self._first_seen.popitem(last=False)
+
+    def _aggregate(
+        self, base_hash: bytes, updates: list[tuple[Tx, DecodedUpdate]]
+    ) -> AggregationResult:
+        try:
+            base = self.models.resolve(base_hash)
+        except (KeyError, BlobError, ModelBytesError) as e:
+            raise AggregationError(f"base model {base_hash.hex()[:16]} unavailable: {e}") from e
+        try:
+            result = aggregate(
+                base, [(tx.hash, u) for tx, u in updates], self.agg, arch=self.models.arch
+            )
+        except ValueError as e:  # AggregationError, or ModelFormatError from the checks
+            raise AggregationError(str(e)) from e
+        return result
+
+    # ----------------------------------------------------------------- validators
+
+    def _remember(self, block: Block) -> None:
+        self._decoded[block.hash] = block
+        while len(self._decoded) > 8:
+            self._decoded.popitem(last=False)
+
+    def _decode(self, data: bytes) -> Block | None:
+        try:
+            block = Block.decode(data)
+        except CodecError:
+            return None
+        self._remember(block)
+        return block
+
+    def process_proposal(self, height: int, block: AppBlock) -> bool:
+        cached = self._verdicts.get(block.hash)
+        if cached is not None:
+            return cached
+        try:
+            ok = self._check(height, block)
+        except Exception:
+            # A validation bug must cost this node its vote, never its process.
+            log.exception("checking proposal %d failed", height)
+            ok = False
+        self._verdicts[block.hash] = ok
+        while len(self._verdicts) > 64:
+            self._verdicts.popitem(last=False)
+        if not ok:
+            self._count("proposal_rejected")
+        return ok
+
+    def _check(self, height: int, app_block: AppBlock) -> bool:
+        self._seen(app_block.hash)
+        block = self._decoded.get(app_block.hash) or self._decode(app_block.data)
+        if block is None or block.hash != app_block.hash or block.height != height:
+            return False
+        if block.encode() != app_block.data:
+            return False
+        state = self.ledger.state
+        try:
+            state.simulate_block(block)
+        except BlockError as e:
+            log.info("rejecting block %d: %s", height, e)
+            return False
+        updates = [tx for tx in block.txs if isinstance(tx.body, ModelUpdate)]
+        if not updates:
+            return True
+        meta = state.meta
+        base_fl = self.models.fl_hash(meta.global_model)
+        decoded = []
+        for tx in updates:
+            u = self._decode_payload(tx, base_fl)
+            if u is None:
+                log.info("rejecting block %d: update %s unusable", height, tx.hash.hex()[:16])
+                return False
+            decoded.append((tx, u))
+        t0 = time.monotonic()
+        try:
+            result = self._aggregate(meta.global_model, decoded)
+        except AggregationError as e:
+            log.info("rejecting block %d: %s", height, e)
+            return False
+        self._agg_seconds[app_block.hash] = time.monotonic() - t0
+        if result.model_hash != block.header.global_model_hash:
+            log.warning("rejecting block %d: aggregated model hash mismatch", height)
+            self._count("model_mismatch")
+            return False
+        self.models.put(result.params, round=block.header.fl_round)
+        return True
+
+    # ----------------------------------------------------------------- commit
+
+    def finalize_block(self, height: int, block: AppBlock, commit: Commit) -> FinalizeResult:
+        decoded = self._decoded.get(block.hash) or self._decode(block.data)
+        if decoded is None or decoded.hash != block.hash or decoded.height != height:
+            raise AppError(f"decided block {height} does not decode to its hash")
+        # A block that passed process_proposal at this height had its last_commit
+        # signatures verified against this very state (verdicts are cleared per block).
+        checked = self._verdicts.get(block.hash) is True
+        return self.apply_committed(decoded, commit, verify_commit=not checked)
+
+    def apply_committed(
+        self, block: Block, commit: Commit, *, verify_commit: bool = True
+    ) -> FinalizeResult:
+        """Apply a block proven by ``commit`` (consensus decision or block sync)."""
+        prev_round = self.ledger.state.meta.fl_round
+        try:
+            app_hash, vupdates = self.ledger.commit_block(block, verify_commit=verify_commit)
+        except BlockError as e:
+            raise AppError(f"committed block {block.height} does not apply: {e}") from e
+        if self.commits is not None:
+            self.commits.put_commit(commit)
+        self.mempool.update(block)
+        self._verdicts.clear()
+        n_updates = sum(1 for tx in block.txs if isinstance(tx.body, ModelUpdate))
+        now = time.monotonic()
+        event = CommittedBlock(
+            block,
+            commit,
+            app_hash,
+            block.header.fl_round != prev_round,
+            n_updates,
+            now - self._first_seen.get(block.hash, now),
+            self._agg_seconds.pop(block.hash, 0.0),
+        )
+        self._agg_seconds.clear()
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("commit listener failed")
+        return FinalizeResult(app_hash, tuple(vupdates))
+
+    def commit(self) -> None:
+        """Nothing left to do: ``Ledger.commit_block`` persisted the block atomically."""

@@ -1,0 +1,326 @@
+"""The node's trainer: trains on its MNIST shard off the event loop and submits updates.
+
+When a block commits a new global model, ``on_model`` starts one training job for that
+round in a single worker thread (torch releases the GIL inside its kernels, and
+``torch.set_num_threads`` keeps it to ``threads`` cores, one by default, so consensus timers
+on the loop stay on time). The result is encoded as a delta from the global model,
+wrapped in a signed ``model_update`` tx and handed to ``submit``, which admits it to the
+mempool and gossips it with its payload. A job for a round that is already over when it
+finishes is dropped rather than published, and a job whose round closes while it trains
+(the round needed fewer updates than there are trainers) stops at its next batch, so the
+thread is free for the new round. Training randomness comes from
+``fl.train.training_seed(init_seed, round, trainer index)``, the simulator's per-client
+seed, so a network reproduces an in-process run of the same federation bit for bit. The
+same thread evaluates each new global model (before training on it) on a slice of the
+test set for ``/status`` and ``/fl/history``.
+
+The shard is this node's part of ``partition(genesis.fl.partition, labels, #trainers,
+init_seed)``, indexed by the node's position in the genesis trainer list, so the nodes of
+one network split the data disjointly without talking about it. Only the shard's rows of
+the training images are kept in memory (see ``fl.data``).
+
+``close`` sets a stop flag that the training and evaluation loops check between batches,
+so a node stopping mid-round exits in well under a second instead of finishing the epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from fl.data import load_mnist
+from fl.models import Params, model_hash
+from fl.partition import partition
+from fl.train import (
+    Evaluation,
+    TrainConfig,
+    TrainingStopped,
+    TrainResult,
+    evaluate_metrics,
+    params_delta,
+    train_local,
+    training_seed,
+)
+from fl.update import encode_update
+from node.core.codec import sha256
+from node.core.crypto import PrivateKey
+from node.ledger.genesis import Genesis
+from node.ledger.tx import ModelUpdate, Tx, sign_tx
+from node.testnet.train_slots import SlotWaitAborted, TrainSlots, pin_to_slot
+
+__all__ = ["FLWorker", "Shard", "TrainOutcome", "load_shard"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Activations of a 2,000-image evaluation batch took a node's peak RSS from ~500 MB to
+# ~820 MB. Evaluation runs while the next round trains, so its activations add to the
+# training peak: 250 images cost ~40 MB more than 64, at the same time per image. 32
+# images (with channels-last weights) keep evaluation's share of the malloc arena at ~7 MB
+# instead of ~12 MB, for ~6% more evaluation CPU than 64 (16 would save ~2 MB more for
+# ~11% more CPU).
+EVAL_BATCH = 32
+
+
+# How long ``close`` lets a stopping training job finish by itself before cancelling it.
+_STOP_GRACE_S = 1.0
+
+
+@dataclass(frozen=True)
+class Shard:
+    images: torch.Tensor
+    labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    round: int
+    samples: int
+    loss: float
+    seconds: float  # training (and encoding) time
+    submitted_at: float  # time.monotonic() when the update was handed to the network
+
+
+def load_shard(
+    genesis: Genesis,
+    address: bytes,
+    data_dir: str | None,
+    *,
+    max_samples: int | None = None,
+    eval_samples: int = 10_000,
+) -> Shard | None:
+    """This trainer's training shard and an evaluation slice; None if not a trainer."""
+    if address not in genesis.trainers:
+        return None
+    index = genesis.trainers.index(address)
+
+    def my_rows(labels: np.ndarray) -> np.ndarray:
+        parts = partition(genesis.fl.partition, labels, len(genesis.trainers), genesis.fl.init_seed)
+        return parts[index] if max_samples is None else parts[index][:max_samples]
+
+    mnist = load_mnist(
+        data_dir or None,
+        download=data_dir in (None, ""),
+        select_train=my_rows,
+        test_limit=eval_samples,
+    )
+    return Shard(mnist.train_images, mnist.train_labels, mnist.test_images, mnist.test_labels)
+
+
+class FLWorker:
+    def __init__(
+        self,
+        genesis: Genesis,
+        key: PrivateKey,
+        shard: Shard | None,
+        *,
+        submit: Callable[[Tx, bytes], Awaitable[None]],
+        next_nonce: Callable[[], int],
+        current_round: Callable[[], int],
+        train_config: TrainConfig | None = None,
+        encoding: str = "float32",
+        slots: TrainSlots | None = None,
+    ) -> None:
+        self.genesis = genesis
+        self.arch = genesis.fl.model
+        self.key = key
+        self.shard = shard
+        self.submit = submit
+        self.next_nonce = next_nonce
+        self.current_round = current_round
+        self.cfg = train_config or TrainConfig()
+        self.encoding = encoding
+        self.slots = slots
+        # Position in the genesis trainer list: names this trainer's training randomness.
+        self._index = genesis.trainers.index(key.address) if key.address in genesis.trainers else 0
+        # One thread for training and evaluation. A second one cost a second malloc arena
+        # (~7 MB of peak RSS) and only let this node's jobs contend with each other; the
+        # daemon submits a new model's evaluation before its training, so the accuracy is
+        # not held back by an epoch, and a superseded epoch stops at its next batch.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fl-work")
+        # Set by ``close``; the loops in the worker threads poll it between batches.
+        self._stop = threading.Event()
+        self._job_stop = threading.Event()  # set when the running job's round is over
+        self._eval_newest: object | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._trained_rounds: set[int] = set()
+        self.outcomes: list[TrainOutcome] = []
+        self.closed = False
+
+    def on_model(self, round: int, ledger_hash: bytes, params: Params) -> None:
+        """A global model for ``round`` is available: train on it (once per round)."""
+        if self.closed or self.shard is None or round in self._trained_rounds:
+            return
+        if self._task is not None and not self._task.done():
+            # An older round's job: its result would be stale. Cancelling the task does not
+            # stop its thread, so the job's own flag ends the epoch at its next batch (or
+            # its wait for a training slot) instead of training on for nothing while this
+            # round's job queues behind it.
+            self._task.cancel()
+            self._job_stop.set()
+        self._trained_rounds.add(round)
+        self._task = asyncio.get_running_loop().create_task(
+            self._train(round, ledger_hash, params), name=f"fl-train-{round}"
+        )
+
+    async def evaluate(self, params: Params) -> Evaluation | None:
+        """Accuracy and mean cross-entropy of ``params`` on the evaluation slice.
+
+        None when this node has no data, is stopping (the pass was abandoned), or a newer
+        model was handed in before this one's evaluation started.
+        """
+        if self.shard is None or self.closed or len(self.shard.test_labels) == 0:
+            return None  # not a trainer, closed, or fl.eval_samples = 0 (no evaluation)
+        shard = self.shard
+        loop = asyncio.get_running_loop()
+        token = self._eval_newest = object()
+
+        def run() -> Evaluation | None:
+            # Newest wins: a model replaced while its evaluation waited for the thread is
+            # skipped, so a backlog never builds up when rounds close faster than that.
+            if token is not self._eval_newest:
+                return None
+            # Evaluation holds no training slot. On one machine only node0 evaluates by
+            # default (node.home.testnet_init); in a slot, its evaluation made one slot's
+            # queue a job longer than the other's, so the last trainer of every round
+            # trained alone beside an idle core (list scheduling of 10 epochs of 1.45 s
+            # and one 0.85 s evaluation on two slots: 8.1 s instead of 7.7 s). Beside the
+            # two trainers it only shares the cores for a moment.
+            return evaluate_metrics(
+                self.arch,
+                params,
+                shard.test_images,
+                shard.test_labels,
+                batch_size=EVAL_BATCH,
+                threads=self.cfg.threads,
+                stop=self._stop.is_set,
+            )
+
+        try:
+            return await loop.run_in_executor(self._pool, run)
+        except (TrainingStopped, RuntimeError):
+            # RuntimeError: the pool was shut down by ``close`` before the job started.
+            if self.closed:
+                return None
+            raise
+
+    def _in_slot(self, stop: threading.Event, work: Callable[[], T]) -> T:
+        """Run ``work`` (in the worker thread) holding a machine-wide compute slot, if
+        slots are configured. Raises TrainingStopped when ``stop`` is set first."""
+        if self.slots is None:
+            return work()
+        try:
+            with self.slots.hold(stop) as index, pin_to_slot(index):
+                return work()
+        except SlotWaitAborted as e:
+            raise TrainingStopped from e
+
+    async def _train(self, round: int, ledger_hash: bytes, params: Params) -> None:
+        shard = self.shard
+        assert shard is not None
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        seed = training_seed(self.genesis.fl.init_seed, round, self._index)
+        job_stop = self._job_stop = threading.Event()
+        if self._stop.is_set():
+            job_stop.set()
+        log.info("round %d: training on %d samples", round, len(shard.labels))
+        try:
+
+            def job() -> TrainResult:
+                try:
+                    return self._in_slot(
+                        job_stop,
+                        lambda: train_local(
+                            self.arch,
+                            params,
+                            shard.images,
+                            shard.labels,
+                            self.cfg,
+                            seed=seed,
+                            round_=round,
+                            stop=job_stop.is_set,
+                        ),
+                    )
+                except TrainingStopped:
+                    # Logged here, in the thread: a superseded round's task is already
+                    # cancelled and never sees this exception.
+                    why = (
+                        "the node is shutting down"
+                        if self._stop.is_set()
+                        else "a newer round began"
+                    )
+                    log.info("training round %d stopped: %s", round, why)
+                    raise
+
+            result = await loop.run_in_executor(self._pool, job)
+            trained_at = time.monotonic()
+            delta = params_delta(result.params, params)
+            payload = encode_update(
+                delta,
+                arch=self.arch,
+                base_hash=model_hash(params),
+                round_=round,
+                num_samples=result.num_samples,
+                encoding=self.encoding,
+            ).encode()
+        except asyncio.CancelledError:
+            raise
+        except TrainingStopped:
+            return
+        except Exception:
+            log.exception("training round %d failed", round)
+            return
+        if self.current_round() != round:
+            log.info("round %d closed while training; update dropped", round)
+            return
+        body = ModelUpdate(round, ledger_hash, result.num_samples, sha256(payload), len(payload))
+        tx = sign_tx(self.key, self.genesis.chain_id, self.next_nonce(), self.genesis.fees, body)
+        try:
+            await self.submit(tx, payload)
+        except Exception as e:
+            log.warning("update for round %d not submitted: %s", round, e)
+            return
+        now = time.monotonic()
+        self.outcomes.append(
+            TrainOutcome(round, result.num_samples, result.mean_loss, trained_at - t0, now)
+        )
+        del self.outcomes[:-16]
+        log.info(
+            "round %d: trained on %d samples (loss %.4f) in %.1fs, update submitted",
+            round,
+            result.num_samples,
+            result.mean_loss,
+            time.monotonic() - t0,
+        )
+
+    async def close(self) -> None:
+        """Stop the loops at their next batch, then wait for both threads.
+
+        A running job gets a moment to end on its own (it sees the stop flag within one
+        batch and logs that it stopped); only a job still busy after that (e.g. handing
+        its update to the network) is cancelled.
+        """
+        self.closed = True
+        self._stop.set()
+        self._job_stop.set()
+        if self._task is not None:
+            if not self._task.done():
+                await asyncio.wait({self._task}, timeout=_STOP_GRACE_S)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._pool.shutdown(wait=True, cancel_futures=True)

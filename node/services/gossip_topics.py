@@ -1,0 +1,163 @@
+"""The node's GossipSub topics and the validators that guard them.
+
+Three topics per chain (the chain id is in the name, so two chains never share a mesh):
+
+* ``txs``: one encoded ``Tx`` per message (never a model update: that needs its payload);
+* ``updates``: an ``UpdateGossip`` (the signed ``model_update`` tx and its payload), so a
+  validator holds the payload before any block includes it;
+* ``consensus``: opaque engine messages; the engine verifies signatures itself and drops
+  junk, so gossip only bounds their size.
+
+Validation IS admission: a tx or update that the mempool accepts is forwarded, one it
+refuses for a reason only a faulty or hostile sender produces (bad signature, wrong chain,
+malformed payload) is REJECTed, which penalises the forwarding peer's score, and one that
+is merely stale or already known is IGNOREd without penalty. Our own publications were
+admitted before publishing, so they are accepted as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated, ClassVar
+
+from fl.update import decode_update
+from node.app.mempool import AlreadyKnown, PayloadMismatch
+from node.core.codec import Bytes, CodecError, Record
+from node.ledger.tx import (
+    MAX_TX_BYTES,
+    BadSignature,
+    FeeTooLow,
+    ModelUpdate,
+    Tx,
+    TxError,
+    TxTooLarge,
+    WrongChain,
+)
+from node.p2p.gossipsub.messages import Message, Verdict, content_message_id
+from node.p2p.peer_id import PeerID
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "Topics",
+    "UpdateGossip",
+    "consensus_validator",
+    "tx_validator",
+    "update_validator",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD_BYTES = 8 << 20
+MAX_CONSENSUS_BYTES = (8 << 20) + (256 << 10)
+
+# Errors only a broken or malicious sender causes: the forwarder is scored down.
+_HOSTILE: tuple[type[TxError], ...] = (
+    BadSignature,
+    WrongChain,
+    TxTooLarge,
+    FeeTooLow,
+    PayloadMismatch,
+)
+
+Admit = Callable[[Tx, bytes | None], None]
+GossipValidator = Callable[[PeerID, Message], Awaitable[Verdict]]
+
+
+class Topics:
+    def __init__(self, chain_id: str) -> None:
+        self.txs = f"/fedchain/{chain_id}/txs/1"
+        self.updates = f"/fedchain/{chain_id}/updates/1"
+        self.consensus = f"/fedchain/{chain_id}/consensus/1"
+
+    def message_id(self, msg: Message) -> bytes:
+        """Content IDs for txs and updates (a tx re-published by a second node is one
+        message), author + sequence number for consensus messages: an engine re-sends an
+        identical vote on purpose (the first copy may have reached nobody while the mesh
+        formed), and a content ID would make GossipSub drop every re-send as a duplicate
+        for as long as its seen-cache remembers the first."""
+        if msg.topic == self.consensus and msg.from_ is not None and msg.seqno is not None:
+            return b"c" + msg.from_ + msg.seqno
+        return content_message_id(msg)
+
+
+class UpdateGossip(Record):
+    """A model update as gossiped: the signed tx and the payload it commits to."""
+
+    MAX_SIZE: ClassVar[int] = MAX_TX_BYTES + MAX_PAYLOAD_BYTES + 64
+    tx: Annotated[bytes, Bytes(1, MAX_TX_BYTES)]
+    payload: Annotated[bytes, Bytes(1, MAX_PAYLOAD_BYTES)]
+
+
+def _verdict_for(err: TxError) -> Verdict:
+    if isinstance(err, _HOSTILE):
+        return Verdict.REJECT
+    return Verdict.IGNORE
+
+
+def tx_validator(me: PeerID, admit: Admit) -> GossipValidator:
+    async def validate(peer: PeerID, msg: Message) -> Verdict:
+        if peer == me:
+            return Verdict.ACCEPT
+        try:
+            tx = Tx.from_bytes(msg.data)
+        except CodecError:
+            return Verdict.REJECT
+        if isinstance(tx.body, ModelUpdate):
+            return Verdict.REJECT  # updates travel with their payload on the updates topic
+        try:
+            admit(tx, None)
+        except AlreadyKnown:
+            return Verdict.IGNORE
+        except TxError as e:
+            return _verdict_for(e)
+        return Verdict.ACCEPT
+
+    return validate
+
+
+def update_validator(
+    me: PeerID,
+    admit: Admit,
+    *,
+    arch: str,
+    max_update_bytes: int,
+    current_round: Callable[[], int],
+) -> GossipValidator:
+    async def validate(peer: PeerID, msg: Message) -> Verdict:
+        if peer == me:
+            return Verdict.ACCEPT
+        try:
+            g = UpdateGossip.decode(msg.data)
+            tx = Tx.from_bytes(g.tx)
+        except CodecError:
+            return Verdict.REJECT
+        body = tx.body
+        if not isinstance(body, ModelUpdate):
+            return Verdict.REJECT
+        if body.round != current_round():
+            return Verdict.IGNORE  # stale or early, but possibly honest
+        try:
+            upd = decode_update(g.payload, arch, max_bytes=max_update_bytes)
+        except CodecError:  # UpdateError is one; so is a raw msgpack decode failure
+            return Verdict.REJECT
+        if upd.round != body.round or upd.num_samples != body.samples:
+            return Verdict.REJECT
+        try:
+            admit(tx, g.payload)
+        except AlreadyKnown:
+            return Verdict.IGNORE
+        except TxError as e:
+            return _verdict_for(e)
+        return Verdict.ACCEPT
+
+    return validate
+
+
+def consensus_validator(me: PeerID) -> GossipValidator:
+    async def validate(peer: PeerID, msg: Message) -> Verdict:
+        if len(msg.data) > MAX_CONSENSUS_BYTES:
+            return Verdict.REJECT
+        return Verdict.ACCEPT
+
+    return validate

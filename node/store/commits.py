@@ -1,0 +1,63 @@
+"""Commit certificates and consensus checkpoints, beside the chain store.
+
+The chain store keeps block H's certificate only inside block H+1 (as ``last_commit``), so
+the newest block's certificate would exist nowhere on disk; block sync needs it to serve
+the tip, and a restarted engine needs its own checkpoint to resume. Both live here, in a
+separate small SQLite file the daemon owns (the chain store's schema belongs to the
+ledger). Writes follow the ledger's commit of the same height; after a crash in between,
+the tip's certificate is simply missing and peers serve it instead.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from consensus.types import Commit
+from node.core.codec import CodecError
+
+__all__ = ["CommitStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS commits (height INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 0), height INTEGER NOT NULL, data BLOB NOT NULL
+);
+"""
+
+
+class CommitStore:
+    def __init__(self, path: Path, *, fsync: bool = True) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def put_commit(self, commit: Commit) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO commits (height, data) VALUES (?, ?)",
+            (commit.height, commit.encode()),
+        )
+
+    def commit(self, height: int) -> Commit | None:
+        row = self._db.execute("SELECT data FROM commits WHERE height = ?", (height,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return Commit.decode(bytes(row[0]))
+        except CodecError:
+            return None
+
+    def put_checkpoint(self, height: int, data: bytes) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO checkpoint (id, height, data) VALUES (0, ?, ?)",
+            (height, data),
+        )
+
+    def checkpoint(self) -> tuple[int, bytes] | None:
+        row = self._db.execute("SELECT height, data FROM checkpoint WHERE id = 0").fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
