@@ -51,7 +51,6 @@ from node.app.mempool import Mempool
 from node.core.codec import Record
 from node.home import Home
 from node.ledger.block import Block
-from node.ledger.ledger import Ledger
 from node.ledger.tx import Evidence, ModelUpdate, Tx, sign_tx
 from node.p2p.gossipsub.service import GossipSub, Received
 from node.p2p.host import Host, HostConfig
@@ -75,6 +74,7 @@ from node.services.gossip_topics import (
 from node.store.blobs import BlobStore
 from node.store.chain import StoreError
 from node.store.commits import CommitStore
+from node.store.ledger import Ledger
 from node.store.models import ModelBytesError, ModelStore
 from node.testnet.code_pages import release_startup_code_pages
 from node.testnet.train_slots import TrainSlots

@@ -37,9 +37,9 @@ from node.core.codec import sha256
 from node.core.crypto import PrivateKey
 from node.ledger.block import Block
 from node.ledger.genesis import Genesis, GenesisAccount, test_genesis
-from node.ledger.ledger import Ledger
 from node.ledger.state import State
 from node.ledger.tx import Transfer, Tx, sign_tx
+from node.store.ledger import Ledger
 from tests.kits.ledger import Devnet, build_block
 
 N_SENDERS = 500

@@ -46,10 +46,10 @@ from node.ledger.block import (
     txs_root,
 )
 from node.ledger.genesis import FLParams, params_dict
-from node.ledger.ledger import Ledger
 from node.ledger.tx import ModelUpdate, Tx
 from node.store.blobs import BlobError
 from node.store.commits import CommitStore
+from node.store.ledger import Ledger
 from node.store.models import ModelBytesError, ModelStore
 
 __all__ = ["AppError", "CommittedBlock", "NodeApp", "aggregation_config"]

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from node.app.mempool import Mempool
-from node.ledger.ledger import Ledger
 from node.ledger.tx import Tx
 from node.rpc.metrics import NodeMetrics
+from node.store.ledger import Ledger
 
 if TYPE_CHECKING:
     from fl.models import Params

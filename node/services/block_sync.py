@@ -36,12 +36,12 @@ from typing import Annotated, ClassVar, TypeVar
 from consensus.types import Commit, CommitError
 from node.core.codec import U32, U64, Bytes, CodecError, Record, Seq
 from node.ledger.block import Block
-from node.ledger.ledger import Ledger
 from node.p2p.host import Host
 from node.p2p.multistream import MultistreamError
 from node.p2p.peer_id import PeerID
 from node.p2p.reqresp import HandlerError, ReqRespConfig, RequestError, RequestResponse
 from node.store.commits import CommitStore
+from node.store.ledger import Ledger
 
 __all__ = [
     "BLOCKS_PROTOCOL",

@@ -10,10 +10,10 @@ from pathlib import Path
 from node.app.mempool import Mempool
 from node.core.crypto import PrivateKey
 from node.ledger.genesis import Genesis, test_genesis
-from node.ledger.ledger import Ledger
 from node.ledger.tx import Stake, Transfer, sign_tx
 from node.rpc.server import RPCServer
 from node.rpc.view import LocalView
+from node.store.ledger import Ledger
 from tests.kits.ledger import Devnet
 
 MAX_BODY = 8192

@@ -13,9 +13,9 @@ from node.config import load_config
 from node.core.crypto import PrivateKey
 from node.home import Home, peer_id_of
 from node.ledger.genesis import load_genesis
-from node.ledger.ledger import Ledger
 from node.p2p.multiaddr import Multiaddr
 from node.p2p.peer_id import IdentityKey
+from node.store.ledger import Ledger
 
 
 def _mode(p: Path) -> int:

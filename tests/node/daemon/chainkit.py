@@ -24,12 +24,12 @@ from node.core.codec import sha256
 from node.core.crypto import PrivateKey
 from node.home import make_genesis
 from node.ledger.genesis import Genesis
-from node.ledger.ledger import Ledger
 from node.ledger.tx import ModelUpdate, Tx, sign_tx
 from node.p2p.host import Host
 from node.services.consensus_driver import EngineRunner
 from node.store.blobs import BlobStore
 from node.store.commits import CommitStore
+from node.store.ledger import Ledger
 from node.store.models import ModelStore
 
 

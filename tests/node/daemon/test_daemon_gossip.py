@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from node.app.mempool import Mempool
 from node.core.crypto import PrivateKey
-from node.ledger.ledger import Ledger
 from node.ledger.tx import Transfer, Tx, sign_tx
 from node.p2p.gossipsub.messages import Message, Verdict
 from node.p2p.peer_id import IdentityKey
@@ -23,6 +22,7 @@ from node.services.gossip_topics import (
     tx_validator,
     update_validator,
 )
+from node.store.ledger import Ledger
 from node.store.models import ZERO_HASH
 from tests.node.daemon.chainkit import genesis_for, initial_fl_hash, make_update
 

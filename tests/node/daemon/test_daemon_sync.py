@@ -11,7 +11,6 @@ from consensus.types import Commit
 from node.app.application import NodeApp
 from node.app.mempool import Mempool
 from node.ledger.block import Block
-from node.ledger.ledger import Ledger
 from node.ledger.tx import Transfer, sign_tx
 from node.p2p.host import Host
 from node.p2p.peer_id import PeerID
@@ -20,6 +19,7 @@ from node.services.blob_sync import BLOB_PROTOCOL, BlobSync, BlobUnavailable
 from node.services.block_sync import BLOCKS_PROTOCOL, BlocksResponse, BlockSync, SyncedBlock
 from node.store.blobs import BlobStore
 from node.store.commits import CommitStore
+from node.store.ledger import Ledger
 from node.store.models import ModelStore
 from tests.node.daemon.chainkit import Chain, connect
 

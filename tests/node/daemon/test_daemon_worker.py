@@ -12,9 +12,9 @@ from fl.models import init_params, model_hash
 from fl.update import decode_update
 from node.core.codec import sha256
 from node.core.crypto import PrivateKey
-from node.ledger.ledger import Ledger
 from node.ledger.tx import ModelUpdate, Tx
 from node.services.fl_worker import FLWorker, load_shard
+from node.store.ledger import Ledger
 from node.store.models import ZERO_HASH
 from tests.node.daemon.chainkit import genesis_for
 

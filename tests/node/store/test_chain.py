@@ -11,10 +11,10 @@ from node.core.codec import sha256
 from node.core.crypto import PrivateKey
 from node.ledger.block import Block, BlockError
 from node.ledger.genesis import Genesis, test_genesis
-from node.ledger.ledger import Ledger
 from node.ledger.state import State
 from node.ledger.tx import ModelUpdate, Stake, Transfer, Tx, Unstake, sign_tx
 from node.store.chain import ChainStore, StoreError
+from node.store.ledger import Ledger
 from tests.kits.ledger import Devnet
 
 
