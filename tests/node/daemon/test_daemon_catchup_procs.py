@@ -32,7 +32,8 @@ from node.services.block_sync import (
     BlocksResponse,
     CheckpointResponse,
 )
-from tests.node.daemon.test_daemon_testnet import LocalTestnet, _free_base_port
+from tests.helpers import free_base_port
+from tests.node.daemon.test_daemon_testnet import LocalTestnet
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ LIE = 2**62  # the height a lying peer claims
 
 @pytest.fixture
 def fast_testnet(tmp_path: Path, mnist_dir: Path) -> Iterator[LocalTestnet]:
-    base = _free_base_port()
+    base = free_base_port(2 * N)
     make_testnet_homes(tmp_path, N, base_port=base, fl_data_dir=str(mnist_dir))
     # No wait between heights, and a short wait for the paused proposer: the others get
     # far ahead of the paused node in seconds.

@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +28,7 @@ from fl.train import evaluate_metrics
 from node.home import Home
 from node.home import testnet_init as make_testnet_homes
 from node.services.fl_worker import EVAL_BATCH
+from tests.helpers import free_base_port
 
 pytestmark = pytest.mark.slow
 
@@ -37,25 +36,10 @@ pytestmark = pytest.mark.slow
 STOP_WITHIN_S = 5.0
 
 
-def _free_base_port() -> int:
-    """Two adjacent free ports (p2p, RPC) below the ephemeral range."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20_000, 32_000)
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", base))
-                b.bind(("127.0.0.1", base + 1))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free port pair")
-
-
 class Node:
     def __init__(self, root: Path, mnist_dir: Path) -> None:
         make_testnet_homes(
-            root, 1, engine="solo", base_port=_free_base_port(), fl_data_dir=str(mnist_dir)
+            root, 1, engine="solo", base_port=free_base_port(2), fl_data_dir=str(mnist_dir)
         )
         self.home = root / "node0"
         self.log = root / "node0.log"

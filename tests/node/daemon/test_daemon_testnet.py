@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,31 +20,11 @@ import pytest
 from node.config import Config, FLConfig, P2PConfig, RPCConfig
 from node.home import Home, init_home
 from node.home import testnet_init as make_testnet_homes
+from tests.helpers import free_base_port
 
 pytestmark = pytest.mark.slow
 
 N = 4
-
-
-def _free_base_port() -> int:
-    """A base port whose 2N following ports are currently free on 127.0.0.1, below the
-    ephemeral range (32768+), so that no outbound connection can take one meanwhile."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20_000, 32_000 - 2 * N)
-        socks: list[socket.socket] = []
-        try:
-            for p in range(base, base + 2 * N):
-                t = socket.socket()
-                socks.append(t)
-                t.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        finally:
-            for t in socks:
-                t.close()
-        return base
-    raise RuntimeError("no free port range")
 
 
 class LocalTestnet:
@@ -132,7 +110,7 @@ class LocalTestnet:
 
 @pytest.fixture
 def testnet(tmp_path: Path, mnist_dir: Path) -> Iterator[LocalTestnet]:
-    base = _free_base_port()
+    base = free_base_port(2 * N)
     make_testnet_homes(tmp_path, N, base_port=base, fl_data_dir=str(mnist_dir))
     net = LocalTestnet(tmp_path, base)
     try:
@@ -178,7 +156,7 @@ def test_four_processes_agree_train_and_recover(testnet: LocalTestnet) -> None:
 
     # A fifth node joins late through --bootstrap: it syncs the chain and fetches the
     # current global model by hash instead of replaying the rounds.
-    rpc = _free_base_port()
+    rpc = free_base_port(2 * N)
     init_home(
         testnet.root / f"node{N}",
         genesis_file=testnet.root / "genesis.json",

@@ -12,14 +12,9 @@ from pathlib import Path
 import pytest
 
 from node.testnet.runner import STATE_FILE, NodeProc
+from tests.helpers import free_base_port
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port_pair_base() -> int:
-    from tests.node.daemon.test_daemon_testnet import _free_base_port
-
-    return _free_base_port()
 
 
 def _alive(pid: int) -> bool:
@@ -44,7 +39,7 @@ def test_up_reaches_the_target_and_writes_a_report(tmp_path: Path, mnist_dir: Pa
     d = tmp_path / "net"
     r = _cli(
         "testnet", "up", "--nodes", "3", "--dir", str(d), "--data-dir", str(mnist_dir),
-        "--base-port", str(_free_port_pair_base()), "--target-accuracy", "0.6",
+        "--base-port", str(free_base_port(8)), "--target-accuracy", "0.6",
         "--max-rounds", "10", "--max-train-samples", "300", "--eval-samples", "1000",
         "--timeout", "150",
         timeout=240,
@@ -63,7 +58,7 @@ def test_detach_then_down(tmp_path: Path, mnist_dir: Path) -> None:
     d = tmp_path / "bg"
     r = _cli(
         "testnet", "up", "--nodes", "1", "--engine", "solo", "--dir", str(d),
-        "--data-dir", str(mnist_dir), "--base-port", str(_free_port_pair_base()),
+        "--data-dir", str(mnist_dir), "--base-port", str(free_base_port(8)),
         "--max-train-samples", "100", "--detach",
         timeout=60,
     )  # fmt: skip
@@ -94,7 +89,7 @@ def test_readme_testnet_of_four_trains_mnist_to_97_percent(tmp_path: Path, mnist
     d = tmp_path / "main"
     r = _cli(
         "testnet", "up", "--nodes", "4", "--dir", str(d), "--data-dir", str(mnist_dir),
-        "--base-port", str(_free_port_pair_base()), "--target-accuracy", "0.97",
+        "--base-port", str(free_base_port(8)), "--target-accuracy", "0.97",
         "--max-rounds", "5", "--timeout", "480",
         timeout=600,
     )  # fmt: skip

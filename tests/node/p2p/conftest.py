@@ -10,13 +10,12 @@ import pytest
 from node.p2p.host import Host, HostConfig
 from node.p2p.multiaddr import Multiaddr
 from node.p2p.peer_id import IdentityKey
+from tests.helpers import dial_addr
+
+__all__ = ["dial_addr", "make_host"]
 
 LOCAL = Multiaddr.parse("/ip4/127.0.0.1/tcp/0")
 HostFactory = Callable[..., "asyncio.Future[Host]"]
-
-
-def dial_addr(host: Host) -> Multiaddr:
-    return host.listen_addrs[0].with_peer_id(host.peer_id)
 
 
 @pytest.fixture

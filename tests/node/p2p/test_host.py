@@ -12,8 +12,7 @@ from node.p2p.multiaddr import Multiaddr
 from node.p2p.multistream import NegotiationFailed
 from node.p2p.peer_id import IdentityKey
 from node.p2p.reqresp import HandlerError, RemoteError, ReqRespConfig, RequestError, RequestResponse
-
-from .conftest import dial_addr
+from tests.helpers import dial_addr, wait_for
 
 MakeHost = Any
 
@@ -21,12 +20,6 @@ MakeHost = Any
 async def echo(stream: Stream) -> None:
     while data := await stream.read():
         await stream.write(data)
-
-
-async def wait_for(cond: Any, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.01)
 
 
 async def test_connect_stream_ping_identify(make_host: MakeHost) -> None:

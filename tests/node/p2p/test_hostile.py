@@ -17,8 +17,7 @@ from node.p2p.host import Host
 from node.p2p.noise import NoiseSession
 from node.p2p.pb import noise_pb2
 from node.p2p.peer_id import IdentityKey, PeerID
-
-from .conftest import dial_addr
+from tests.helpers import dial_addr
 
 MakeHost = Any
 

@@ -12,8 +12,7 @@ from node.p2p.multiaddr import Multiaddr
 from node.p2p.pb import envelope_pb2
 from node.p2p.peer_id import IdentityKey
 from node.p2p.peer_record import PeerRecordError, open_record, seal
-
-from .conftest import dial_addr
+from tests.helpers import dial_addr
 
 KEY = IdentityKey.from_seed(bytes(32))
 ADDR = Multiaddr.parse("/ip4/10.1.2.3/tcp/26656")

@@ -14,19 +14,12 @@ from node.p2p.gossipsub.service import GossipSub, ServiceConfig
 from node.p2p.host import Host, HostConfig
 from node.p2p.multiaddr import Multiaddr
 from node.p2p.peer_id import IdentityKey
+from tests.helpers import dial_addr, wait_for
+
+__all__ = ["MakeNode", "dial_addr", "make_node", "wait_for"]
 
 LOCAL = Multiaddr.parse("/ip4/127.0.0.1/tcp/0")
 MakeNode = Callable[..., Awaitable[GossipSub]]
-
-
-def dial_addr(host: Host) -> Multiaddr:
-    return host.listen_addrs[0].with_peer_id(host.peer_id)
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.01)
 
 
 @pytest.fixture
