@@ -36,10 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.kits is no
 from node.core.codec import sha256
 from node.core.crypto import PrivateKey
 from node.ledger.block import Block
-from node.ledger.genesis import Genesis, GenesisAccount, test_genesis
+from node.ledger.genesis import Genesis, GenesisAccount
 from node.ledger.state import State
 from node.ledger.tx import Transfer, Tx, sign_tx
 from node.store.ledger import Ledger
+from tests.kits.genesis import make_genesis
 from tests.kits.ledger import Devnet, build_block
 
 N_SENDERS = 500
@@ -84,7 +85,7 @@ def bench_baseline(n: int) -> float:
 def bench_app_hash(n_accounts: int, per_block: int) -> tuple[float, float, float]:
     """(incremental app hash after a block, full recomputation, apply_block total) in ms
     for a state with ``n_accounts`` extra funded accounts."""
-    g, vk, tk = test_genesis(4, n_trainers=N_SENDERS, chain_id="bench")
+    g, vk, tk = make_genesis(4, n_trainers=N_SENDERS, chain_id="bench")
     extra = tuple(GenesisAccount(sha256(i.to_bytes(8, "big"))[:20], 1) for i in range(n_accounts))
     g = g.replace(accounts=tuple(sorted(g.accounts + extra, key=lambda a: a.address)))
     state = State.from_genesis(g)
@@ -124,7 +125,7 @@ def main() -> None:
     args = ap.parse_args()
     console = Console()
 
-    g, vk, tk = test_genesis(4, n_trainers=N_SENDERS, chain_id="bench")
+    g, vk, tk = make_genesis(4, n_trainers=N_SENDERS, chain_id="bench")
     raw_blocks = make_raw_blocks(g, vk, tk, args.blocks, args.txs)
     mean_tx = statistics.mean(len(r) for b in raw_blocks for r in b)
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 from node.app.mempool import Mempool
 from node.core.crypto import PrivateKey
-from node.ledger.genesis import Genesis, test_genesis
+from node.ledger.genesis import Genesis
 from node.ledger.tx import Stake, Transfer, sign_tx
 from node.rpc.server import RPCServer
 from node.rpc.view import LocalView
 from node.store.ledger import Ledger
+from tests.kits.genesis import make_genesis
 from tests.kits.ledger import Devnet
 
 MAX_BODY = 8192
@@ -35,7 +36,7 @@ class RunningNode:
 
 @contextlib.asynccontextmanager
 async def running_node(tmp_path: Path) -> AsyncIterator[RunningNode]:
-    g, vkeys, tkeys = test_genesis(2, n_trainers=1, engine="solo", chain_id="rpc-test")
+    g, vkeys, tkeys = make_genesis(2, n_trainers=1, engine="solo", chain_id="rpc-test")
     keys = vkeys + tkeys
     ledger = Ledger.open(tmp_path / "chain.db", g, fsync=False)
     dev = Devnet(ledger.state, keys)

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from node.app.mempool import AlreadyKnown, Mempool, MempoolFull, PayloadMismatch, SenderLimit
 from node.core.codec import sha256
 from node.core.crypto import PrivateKey
-from node.ledger.genesis import test_genesis
 from node.ledger.state import State
 from node.ledger.tx import (
     BadNonce,
@@ -26,9 +25,10 @@ from node.ledger.tx import (
     WrongChain,
     sign_tx,
 )
+from tests.kits.genesis import make_genesis
 from tests.kits.ledger import Devnet
 
-G, VK, TK = test_genesis(3, n_trainers=8)
+G, VK, TK = make_genesis(3, n_trainers=8)
 G = G.replace(fl=G.fl.replace(min_updates=1))
 DEST = PrivateKey.from_secret("dest").address
 

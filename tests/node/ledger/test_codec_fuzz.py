@@ -353,9 +353,9 @@ def test_genesis_json_roundtrip(g: Genesis) -> None:
 
 
 def test_genesis_json_errors_name_the_field() -> None:
-    from node.ledger.genesis import test_genesis
+    from tests.kits.genesis import make_genesis
 
-    g, _, _ = test_genesis(2)
+    g, _, _ = make_genesis(2)
     doc = g.to_json()
     bad: list[tuple[dict[str, Any], str]] = [
         ({**doc, "chain_id": "Bad Chain"}, "chain_id"),
@@ -377,16 +377,17 @@ def test_genesis_json_errors_name_the_field() -> None:
 
 
 def test_genesis_file_roundtrip_and_errors(tmp_path: Path) -> None:
-    from node.ledger.genesis import load_genesis, test_genesis
+    from node.ledger.genesis import load_genesis
+    from tests.kits.genesis import make_genesis
 
-    g, vk, _ = test_genesis(3, engine_params={"timeout_propose_ms": 3000, "mode": "fast"})
+    g, vk, _ = make_genesis(3, engine_params={"timeout_propose_ms": 3000, "mode": "fast"})
     path = tmp_path / "genesis.json"
     g.save(path)
     back = load_genesis(path)
     assert back == g and back.hash == g.hash
     assert back.consensus_params_dict == {"mode": "fast", "timeout_propose_ms": 3000}
     # The same deterministic keys every time (testnets and simulators rely on it).
-    assert test_genesis(3)[1][0] == vk[0] == PrivateKey.from_secret("validator-0")
+    assert make_genesis(3)[1][0] == vk[0] == PrivateKey.from_secret("validator-0")
     with pytest.raises(GenesisError, match="no genesis"):
         load_genesis(tmp_path / "absent.json")
     path.write_text("{not json")

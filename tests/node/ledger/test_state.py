@@ -10,7 +10,7 @@ from consensus.types import DuplicateVoteEvidence, VoteType
 from node.core.codec import sha256
 from node.core.crypto import PrivateKey
 from node.ledger.block import BlockError
-from node.ledger.genesis import FeeParams, Genesis, test_genesis
+from node.ledger.genesis import FeeParams, Genesis
 from node.ledger.state import State
 from node.ledger.tx import (
     BadNonce,
@@ -33,6 +33,7 @@ from node.ledger.tx import (
     WrongChain,
     sign_tx,
 )
+from tests.kits.genesis import make_genesis
 from tests.kits.ledger import Devnet, sign_vote
 
 BALANCE = 10**12
@@ -42,7 +43,7 @@ STAKE = 10**6
 def setup(
     n_val: int = 4, n_tr: int = 3
 ) -> tuple[Genesis, Devnet, list[PrivateKey], list[PrivateKey]]:
-    g, vk, tk = test_genesis(n_val, n_trainers=n_tr)
+    g, vk, tk = make_genesis(n_val, n_trainers=n_tr)
     net = Devnet(State.from_genesis(g), vk)
     return g, net, vk, tk
 
@@ -312,7 +313,7 @@ def test_only_registered_trainers() -> None:
 
 
 def test_round_needs_min_updates_until_timeout() -> None:
-    g, vk, tk = test_genesis(2, n_trainers=4)
+    g, vk, tk = make_genesis(2, n_trainers=4)
     assert g.fl.min_updates == 2
     net = Devnet(State.from_genesis(g), vk)
     with pytest.raises(BlockError, match="early"):
@@ -324,7 +325,7 @@ def test_round_needs_min_updates_until_timeout() -> None:
 
 
 def test_app_hash_is_independent_of_write_order() -> None:
-    g, _vk, _tk = test_genesis(3, n_trainers=2)
+    g, _vk, _tk = make_genesis(3, n_trainers=2)
     a = State.from_genesis(g)
     rows = [(k, v.encode()) for k, v in a.items()]
     b = State.from_encoded(g, reversed(rows))
@@ -381,7 +382,7 @@ def test_random_blocks_conserve_supply_and_replay_identically(
 ) -> None:
     """Tokens are only minted as rewards; the incremental app hash equals a from-scratch
     one; an independent replay of the same blocks reaches the same hash."""
-    g, vk, tk = test_genesis(3, n_trainers=4)
+    g, vk, tk = make_genesis(3, n_trainers=4)
     net = Devnet(State.from_genesis(g), vk)
     s = net.state
     supply = _supply(s)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 
 from consensus.types import DuplicateVoteEvidence
-from node.ledger.genesis import test_genesis
 from node.ledger.state import State
 from node.ledger.tx import Body, Evidence, ModelUpdate, Stake, Transfer, Unstake, sign_tx
 from node.rpc.render import render_block, render_tx
+from tests.kits.genesis import make_genesis
 from tests.kits.ledger import Devnet, sign_vote
 
 
 def test_every_body_type_renders_to_json() -> None:
-    g, (a, b), _ = test_genesis(2)
+    g, (a, b), _ = make_genesis(2)
     cid = g.chain_id
     va = sign_vote(a, cid, 5, b"\x01" * 32)
     vb = sign_vote(a, cid, 5, b"\x02" * 32)
@@ -40,7 +40,7 @@ def test_every_body_type_renders_to_json() -> None:
 
 
 def test_block_rendering_matches_the_block() -> None:
-    g, keys, _ = test_genesis(2)
+    g, keys, _ = make_genesis(2)
     dev = Devnet(State.from_genesis(g), keys)
     dev.step([sign_tx(keys[0], g.chain_id, 0, g.fees, Transfer(keys[1].address, 9))])
     block = dev.step()

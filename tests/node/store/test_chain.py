@@ -10,11 +10,12 @@ import pytest
 from node.core.codec import sha256
 from node.core.crypto import PrivateKey
 from node.ledger.block import Block, BlockError
-from node.ledger.genesis import Genesis, test_genesis
+from node.ledger.genesis import Genesis
 from node.ledger.state import State
 from node.ledger.tx import ModelUpdate, Stake, Transfer, Tx, Unstake, sign_tx
 from node.store.chain import ChainStore, StoreError
 from node.store.ledger import Ledger
+from tests.kits.genesis import make_genesis
 from tests.kits.ledger import Devnet
 
 
@@ -49,7 +50,7 @@ def run_chain(g: Genesis, vk: list[PrivateKey], tk: list[PrivateKey], n: int) ->
 
 @pytest.fixture(scope="module")
 def chain() -> tuple[Genesis, list[PrivateKey], list[PrivateKey], list[Block]]:
-    g, vk, tk = test_genesis(4, n_trainers=3)
+    g, vk, tk = make_genesis(4, n_trainers=3)
     return g, vk, tk, run_chain(g, vk, tk, 30)
 
 
@@ -117,7 +118,7 @@ def test_wrong_genesis_and_tampered_state_are_refused(chain: tuple, tmp_path: Pa
     for blk in blocks[:3]:
         led.commit_block(blk)
     led.close()
-    other, _, _ = test_genesis(2, chain_id="other")
+    other, _, _ = make_genesis(2, chain_id="other")
     with pytest.raises(StoreError, match="genesis"):
         Ledger.open(path, other)
     db = sqlite3.connect(path)
@@ -142,7 +143,7 @@ def test_bytes_on_disk_reported(chain: tuple, tmp_path: Path) -> None:
 
 
 def test_not_a_database_is_a_store_error(tmp_path: Path) -> None:
-    g, _, _ = test_genesis(2)
+    g, _, _ = make_genesis(2)
     path = tmp_path / "c.db"
     path.write_bytes(b"garbage" * 1000)
     with pytest.raises(StoreError, match="not a database"):

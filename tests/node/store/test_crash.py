@@ -21,18 +21,19 @@ import pytest
 
 from node.core.crypto import PrivateKey
 from node.ledger.block import Block
-from node.ledger.genesis import Genesis, test_genesis
+from node.ledger.genesis import Genesis
 from node.ledger.state import State
 from node.ledger.tx import Transfer, Tx, sign_tx
 from node.store.ledger import Ledger
+from tests.kits.genesis import make_genesis
 from tests.kits.ledger import Devnet, build_block
 
 KILLS = 50
 TXS_PER_BLOCK = 20
 
 
-def make_genesis() -> tuple[Genesis, list[PrivateKey], list[PrivateKey]]:
-    return test_genesis(3, n_trainers=4, chain_id="crash-test")
+def crash_genesis() -> tuple[Genesis, list[PrivateKey], list[PrivateKey]]:
+    return make_genesis(3, n_trainers=4, chain_id="crash-test")
 
 
 def block_txs(g: Genesis, state: State, height: int, tk: list[PrivateKey]) -> list[Tx]:
@@ -60,7 +61,7 @@ def next_block(net: Devnet, g: Genesis, tk: list[PrivateKey]) -> Block:
 
 
 def writer(path: Path) -> None:
-    g, vk, tk = make_genesis()
+    g, vk, tk = crash_genesis()
     led = Ledger.open(path, g)
     net = Devnet(led.state, vk)
     net.last_block = led.store.block(led.height) if led.height else None
@@ -75,7 +76,7 @@ class Reference:
     """The same sequence applied in memory, extended on demand."""
 
     def __init__(self) -> None:
-        self.g, vk, self.tk = make_genesis()
+        self.g, vk, self.tk = crash_genesis()
         self.net = Devnet(State.from_genesis(self.g), vk)
         self.app_hash = [self.net.state.app_hash()]
         self.block_hash: list[bytes] = [b""]
