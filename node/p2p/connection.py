@@ -8,6 +8,9 @@ between. Memory stays bounded without pausing the socket because a stream's unre
 can never exceed the yamux window we granted; a peer that overruns a window or breaks a
 protocol is cut off. Writes wait for the yamux send window and for the socket to drain,
 which is how a slow reader slows its writer instead of growing a queue.
+
+A connection reports to its owner (the host) through ``ConnectionOwner`` only: inbound
+streams to serve, counted drops, a misbehaving peer, and its own loss.
 """
 
 from __future__ import annotations
@@ -17,16 +20,13 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 from node.p2p import multistream, yamux
 from node.p2p.multiaddr import Multiaddr
 from node.p2p.noise import NoiseError, NoiseSession
 from node.p2p.peer_id import IdentityKey, PeerID
 from node.p2p.tasks import TaskSet
-
-if TYPE_CHECKING:
-    from node.p2p.host import Host
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,27 @@ class StreamReset(ConnectionError):
 
 class UpgradeError(ConnectionError):
     """The connection could not be secured and muxed."""
+
+
+class ConnectionOwner(Protocol):
+    """All a ``Connection`` needs of whoever owns it (the host): it reports here and
+    never reaches into its owner, so it depends on no host type."""
+
+    def count(self, reason: str, peer: PeerID | None = None, detail: str = "") -> None:
+        """Something was dropped or refused (``reason`` is a short fixed token)."""
+        ...
+
+    def report_misbehaviour(self, peer: PeerID, reason: str) -> None:
+        """The authenticated ``peer`` broke a protocol and is being cut off."""
+        ...
+
+    async def serve_stream(self, stream: Stream) -> None:
+        """Serve a stream the remote opened; runs as a task of the connection."""
+        ...
+
+    def connection_lost(self, conn: Connection) -> None:
+        """The socket of ``conn`` is gone; its streams are already reset."""
+        ...
 
 
 class WireProtocol(asyncio.BufferedProtocol):
@@ -296,7 +317,7 @@ class Stream:
             receiver(data)
         except Exception:
             # A failing receiver loses this stream, never the connection it shares.
-            self.conn.host.count("handler_error", self.peer, self.protocol)
+            self.conn.owner.count("handler_error", self.peer, self.protocol)
             log.exception("stream receiver for %s failed", self.protocol)
             self.reset()
 
@@ -363,6 +384,14 @@ class Stream:
             self._readable.set()
 
     # -- public API ---------------------------------------------------------------------------
+
+    async def select_protocol(self, negotiator: multistream.Dialer | multistream.Listener) -> str:
+        """Run multistream-select on this stream and adopt the protocol it selects. Bytes
+        the remote sent right behind the negotiation stay readable."""
+        selected, leftover = await negotiate(negotiator, self.read, self.write)
+        self._unread(leftover)
+        self.protocol = selected
+        return selected
 
     @property
     def is_reset(self) -> bool:
@@ -509,7 +538,7 @@ class Connection:
 
     def __init__(
         self,
-        host: Host,
+        owner: ConnectionOwner,
         proto: WireProtocol,
         noise: NoiseSession,
         peer: PeerID,
@@ -519,7 +548,7 @@ class Connection:
         yamux_config: yamux.YamuxConfig,
         max_write_buffer: int,
     ) -> None:
-        self.host = host
+        self.owner = owner
         self.proto = proto
         self.noise = noise
         self.peer = peer
@@ -582,7 +611,7 @@ class Connection:
             st = Stream(self, ev.stream_id)
             self.streams[ev.stream_id] = st
             try:
-                self.tasks.spawn(self.host._serve_stream(st), name=f"stream {ev.stream_id}")
+                self.tasks.spawn(self.owner.serve_stream(st), name=f"stream {ev.stream_id}")
             except RuntimeError:
                 st.reset()
         elif isinstance(ev, yamux.StreamEnded):
@@ -595,7 +624,7 @@ class Connection:
             if st is not None:
                 st._on_reset()
         elif isinstance(ev, yamux.StreamRefused):
-            self.host.count("stream_limit", self.peer, f"stream {ev.stream_id} refused")
+            self.owner.count("stream_limit", self.peer, f"stream {ev.stream_id} refused")
         elif isinstance(ev, yamux.PingAck):
             fut = self._pings.pop(ev.opaque, None)
             if fut is not None and not fut.done():
@@ -672,8 +701,8 @@ class Connection:
         """Drop the connection for a protocol violation; counted and reported to hooks."""
         if self.closed:
             return
-        self.host.count(reason, self.peer, detail)
-        self.host._misbehaved(self.peer, reason)
+        self.owner.count(reason, self.peer, detail)
+        self.owner.report_misbehaviour(self.peer, reason)
         self._shutdown(reason, graceful=graceful)
 
     def close(self, reason: str = "closed") -> None:
@@ -710,7 +739,7 @@ class Connection:
                 fut.set_exception(StreamReset("connection closed"))
         self._pings.clear()
         self.lost.set()
-        self.host._connection_lost(self)
+        self.owner.connection_lost(self)
 
     async def aclose(self) -> None:
         """Close and wait until the socket is gone and every stream task has finished."""

@@ -3,12 +3,15 @@
 - Bootstrap peers are dialed once at start (with a few backed-off retries).
 - Persistent peers are kept connected for the host's whole life: after a failed dial or a
   disconnect the manager retries with exponential backoff (with jitter, capped).
-- Discovered peers (identify, GossipSub PRUNE peer exchange via
+- Discovered peers (GossipSub PRUNE peer exchange via ``Host.add_px_peers``, or
   ``Host.add_discovered_peers``) are dialed while the host has fewer than
   ``target_peers`` connections; the queue is bounded and overflow is counted.
 - Above ``max_peers`` connections, the newest unprotected peers are pruned (inbound
   first). Persistent and bootstrap peers, and peers another layer protects (e.g. GossipSub
   mesh members via ``protect``), are never pruned.
+
+It is a ``Behaviour`` of the host: it learns of connections from the host's events and
+dials, prunes and runs its loops through ``HostAPI``.
 """
 
 from __future__ import annotations
@@ -17,14 +20,11 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
+from node.p2p.behaviour import Behaviour, DialError, HostAPI
+from node.p2p.connection import Connection
 from node.p2p.multiaddr import Multiaddr
 from node.p2p.peer_id import PeerID
-
-if TYPE_CHECKING:
-    from node.p2p.connection import Connection
-    from node.p2p.host import Host
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ DISCOVERY_QUEUE = 256
 BOOTSTRAP_ATTEMPTS = 3
 
 
-class ConnectionManager:
-    def __init__(self, host: Host) -> None:
+class ConnectionManager(Behaviour):
+    def __init__(self, host: HostAPI) -> None:
         self.host = host
         self._protected: dict[PeerID, set[str]] = {}
         self._connected_order: list[PeerID] = []  # oldest first
@@ -52,10 +52,10 @@ class ConnectionManager:
             if addr.peer_id is not None:
                 self.protect(addr.peer_id, "configured")
         for addr in cfg.persistent:
-            self.host._tasks.spawn(self._keep_connected(addr), name=f"persistent {addr}")
+            self.host.spawn(self._keep_connected(addr), name=f"persistent {addr}")
         for addr in cfg.bootstrap:
-            self.host._tasks.spawn(self._bootstrap(addr), name=f"bootstrap {addr}")
-        self.host._tasks.spawn(self._discovery_worker(), name="discovery")
+            self.host.spawn(self._bootstrap(addr), name=f"bootstrap {addr}")
+        self.host.spawn(self._discovery_worker(), name="discovery")
 
     # -- protection ---------------------------------------------------------------------------
 
@@ -74,7 +74,7 @@ class ConnectionManager:
 
     # -- events from the host -----------------------------------------------------------------
 
-    def on_connected(self, conn: Connection) -> None:
+    def on_connection_established(self, conn: Connection, *, first: bool) -> None:
         peer = conn.peer
         if peer not in self._connected_order:
             self._connected_order.append(peer)
@@ -84,17 +84,18 @@ class ConnectionManager:
         self._prune()
         self._notify()
 
-    def on_disconnected(self, peer: PeerID) -> None:
+    def on_connection_closed(self, conn: Connection, *, last: bool) -> None:
+        if not last:
+            return
+        peer = conn.peer
         if peer in self._connected_order:
             self._connected_order.remove(peer)
         self._inbound.discard(peer)
         self._notify()
 
-    def on_identified(self, peer: PeerID) -> None:
-        self._notify()
-
     def discovered(self, peer: PeerID) -> None:
-        """Queue a dial to ``peer`` if we want more peers; addresses must be in the host."""
+        """Queue a dial to ``peer`` if we want more peers; its addresses must be in the
+        host's peer store."""
         if (
             self._queue is None
             or peer == self.host.peer_id
@@ -137,8 +138,6 @@ class ConnectionManager:
         return delay * random.uniform(0.5, 1.0)
 
     async def _dial(self, addr: Multiaddr) -> PeerID | None:
-        from node.p2p.host import DialError
-
         try:
             return await self.host.connect(addr)
         except DialError as e:
@@ -189,7 +188,7 @@ class ConnectionManager:
             retry_at = self._dial_failures.get(peer)
             if retry_at is not None and retry_at > loop.time():
                 continue
-            for addr in self.host.peer_addrs(peer):
+            for addr in self.host.peerstore.addrs(peer):
                 if await self._dial(addr.with_peer_id(peer)) is not None:
                     break
             else:

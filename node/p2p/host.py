@@ -6,6 +6,11 @@ for their protocol. The host owns one TaskSet for its own children (upgrades, co
 manager loops, cleanups) and each connection owns one for its streams; ``close()`` cancels
 and awaits all of them and waits until every socket is gone.
 
+The host owns its connections, its ``PeerStore`` and its counters. Protocols see it
+through ``behaviour.HostAPI`` and hear of connections as ``Behaviour`` events (identify
+and the connection manager are the host's own behaviours; ``add_notifee`` and
+``add_behaviour`` add more); connections report to it as their ``ConnectionOwner``.
+
 Every dropped connection, refused stream or rejected frame increments ``counters[reason]``
 and is logged once per reason (at warning level the first time, debug afterwards), so a
 flood of bad input cannot flood the log.
@@ -20,83 +25,34 @@ import logging
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any
 
 from node.p2p import identify, ping
+from node.p2p.behaviour import Behaviour, DialError, PeerNotConnected, PeerNotifee
 from node.p2p.connection import (
     Connection,
     Stream,
     StreamReset,
     UpgradeError,
     WireProtocol,
-    negotiate,
     upgrade,
 )
 from node.p2p.connmgr import ConnectionManager
+from node.p2p.hostconfig import HostConfig
 from node.p2p.multiaddr import Multiaddr, MultiaddrError
 from node.p2p.multistream import Dialer, Listener, MultistreamError
 from node.p2p.noise import NoiseError, NoiseSession, PeerMismatch
 from node.p2p.peer_id import IdentityKey, PeerID
-from node.p2p.peer_record import PeerRecordError, open_record, seal
+from node.p2p.peer_record import seal
+from node.p2p.peerstore import MAX_PEERSTORE, PeerStore, is_dialable
 from node.p2p.tasks import TaskSet
-from node.p2p.yamux import YamuxConfig
+
+__all__ = ["DialError", "Host", "HostConfig", "PeerNotConnected", "install_uvloop"]
 
 log = logging.getLogger(__name__)
 
 StreamHandler = Callable[[Stream], Awaitable[None]]
-MAX_ADDRS_PER_PEER = 16
-MAX_PEERSTORE = 8192
-
-
-class DialError(ConnectionError):
-    """A dial failed: unreachable, refused, timed out, or the peer failed authentication."""
-
-
-class PeerNotConnected(ConnectionError):
-    """A stream was requested to a peer with no open connection."""
-
-
-@dataclass(frozen=True)
-class HostConfig:
-    """Limits and timers of a host and its connection manager."""
-
-    yamux: YamuxConfig = field(default_factory=YamuxConfig)
-    dial_timeout: float = 10.0
-    handshake_timeout: float = 10.0
-    negotiate_timeout: float = 10.0
-    max_write_buffer: int = 64 * 1024 * 1024
-    max_pending_upgrades: int = 64
-    keepalive_interval: float = 15.0
-    keepalive_timeout: float = 10.0
-    agent_version: str = "fedchain/0.1.0"
-    protocol_version: str = "ipfs/0.1.0"
-    identify_on_connect: bool = True
-    bootstrap: tuple[Multiaddr, ...] = ()
-    persistent: tuple[Multiaddr, ...] = ()
-    announce: tuple[Multiaddr, ...] = ()  # addresses to advertise instead of the bound ones
-
-    def __post_init__(self) -> None:
-        if self.target_peers > self.max_peers:
-            raise ValueError("target_peers must not exceed max_peers")
-        if min(self.dial_timeout, self.handshake_timeout, self.negotiate_timeout) <= 0:
-            raise ValueError("timeouts must be positive")
-        if self.reconnect_base <= 0 or self.reconnect_max < self.reconnect_base:
-            raise ValueError("need 0 < reconnect_base <= reconnect_max")
-
-    max_peers: int = 50
-    target_peers: int = 16
-    reconnect_base: float = 1.0
-    reconnect_max: float = 60.0
-
-
-def is_dialable(addr: Multiaddr) -> bool:
-    """A TCP address with a concrete host and port."""
-    try:
-        host, port = addr.tcp_endpoint()
-    except MultiaddrError:
-        return False
-    return port != 0 and host not in ("0.0.0.0", "::")
 
 
 def _local_ips(*, v6: bool) -> list[str]:
@@ -138,25 +94,24 @@ class Host:
         self._tasks = TaskSet("host")
         self._conns: dict[PeerID, list[Connection]] = {}
         self._handlers: dict[str, StreamHandler] = {}
-        self._notifees: list[tuple[Callable[[PeerID], None], Callable[[PeerID], None]]] = []
         self._misbehaviour_hooks: list[Callable[[PeerID, str], None]] = []
-        self._addrs: dict[PeerID, list[Multiaddr]] = {}
-        self.peer_protocols: dict[PeerID, list[str]] = {}
-        self.peer_agents: dict[PeerID, str] = {}
-        self.observed_addrs: Counter[Multiaddr] = Counter()
         self.counters: Counter[str] = Counter()
         self._logged_reasons: set[str] = set()
-        self._records: dict[PeerID, tuple[int, bytes]] = {}  # peer -> (seq, envelope)
+        self.peerstore = PeerStore(self.peer_id, self.count)
         self._bans: dict[PeerID, float] = {}
         self._own_record: bytes | None = None
         self._record_seq = time.time_ns() // 1000
         self._pending_upgrades = 0
         self._started = False
         self._closing = False
+        # Events go first to the behaviours added with add_behaviour / add_notifee, then to
+        # the host's own: a notifee hears of a connection before the manager may prune it.
+        self._behaviours: list[Behaviour] = []
+        self.identify = identify.Identify(self)
         self.connmgr = ConnectionManager(self)
-        self._push_pending = False
-        self.set_stream_handler(identify.PROTOCOL_ID, identify.make_handler(self))
-        self.set_stream_handler(identify.PUSH_PROTOCOL_ID, identify.make_push_handler(self))
+        self._own_behaviours: tuple[Behaviour, ...] = (self.identify, self.connmgr)
+        self.set_stream_handler(identify.PROTOCOL_ID, self.identify.handle_request)
+        self.set_stream_handler(identify.PUSH_PROTOCOL_ID, self.identify.handle_push)
         self.set_stream_handler(ping.PROTOCOL_ID, ping.handle_ping)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -225,41 +180,42 @@ class Host:
         new = protocol not in self._handlers
         self._handlers[protocol] = handler
         if new:
-            self._schedule_identify_push()
+            self._emit(lambda b: b.on_local_protocols_changed())
 
     def remove_stream_handler(self, protocol: str) -> None:
         if self._handlers.pop(protocol, None) is not None:
-            self._schedule_identify_push()
-
-    def _schedule_identify_push(self) -> None:
-        """Tell connected peers that our protocols changed (batched per event-loop turn)."""
-        if not self._conns or self._push_pending or self._closing or self._tasks.closed:
-            return
-        self._push_pending = True
-        self._tasks.spawn(self._push_identify(), name="identify push")
-
-    async def _push_identify(self) -> None:
-        await asyncio.sleep(0)  # let a burst of handler registrations land first
-        self._push_pending = False
-        for conns in list(self._conns.values()):
-            for conn in conns:
-                if not conn.closed and not conn.tasks.closed:
-                    conn.tasks.spawn(self._push_to(conn), name="identify push")
-
-    async def _push_to(self, conn: Connection) -> None:
-        try:
-            async with asyncio.timeout(self.config.negotiate_timeout):
-                await identify.push(self, conn)
-        except (ConnectionError, EOFError, TimeoutError, MultistreamError) as e:
-            log.debug("identify push to %s failed: %r", conn.peer, e)
+            self._emit(lambda b: b.on_local_protocols_changed())
 
     def supported_protocols(self) -> list[str]:
         return sorted(self._handlers)
 
+    def add_behaviour(self, behaviour: Behaviour) -> None:
+        """Let ``behaviour`` hear of this host's connection and protocol events."""
+        self._behaviours.append(behaviour)
+
     def add_notifee(
         self, on_connected: Callable[[PeerID], None], on_disconnected: Callable[[PeerID], None]
     ) -> None:
-        self._notifees.append((on_connected, on_disconnected))
+        """``on_connected(peer)`` with a peer's first connection, ``on_disconnected(peer)``
+        once its last one closed."""
+        self.add_behaviour(PeerNotifee(on_connected, on_disconnected))
+
+    def _emit(self, hook: Callable[[Behaviour], None]) -> None:
+        """Hand an event to every behaviour; one that raises is logged and skipped, so a
+        broken protocol cannot keep the others from hearing it."""
+        for behaviour in (*self._behaviours, *self._own_behaviours):
+            try:
+                hook(behaviour)
+            except Exception:
+                log.exception("behaviour %r failed on a host event", behaviour)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` as a child of the host, so that ``close()`` cancels and awaits it.
+        Raises RuntimeError (and closes ``coro``) once the host is closing."""
+        if self._closing:
+            coro.close()
+            raise RuntimeError("host is closing")
+        return self._tasks.spawn(coro, name=name)
 
     def add_misbehaviour_hook(self, hook: Callable[[PeerID, str], None]) -> None:
         """``hook(peer, reason)`` runs whenever a peer is cut off for breaking a protocol."""
@@ -275,7 +231,8 @@ class Host:
         else:
             log.debug("p2p drop [%s] peer=%s %s", reason, peer, detail)
 
-    def _misbehaved(self, peer: PeerID, reason: str) -> None:
+    def report_misbehaviour(self, peer: PeerID, reason: str) -> None:
+        """Tell the misbehaviour hooks that ``peer`` broke a protocol (it is being cut off)."""
         for hook in self._misbehaviour_hooks:
             try:
                 hook(peer, reason)
@@ -302,32 +259,10 @@ class Host:
     def connections(self, peer: PeerID) -> list[Connection]:
         return list(self._conns.get(peer, ()))
 
-    def peer_addrs(self, peer: PeerID) -> list[Multiaddr]:
-        return list(self._addrs.get(peer, ()))
-
-    def add_peer_addrs(self, peer: PeerID, addrs: Iterable[Multiaddr]) -> None:
-        """Remember dialable addresses (without /p2p) for a peer, newest first, bounded."""
-        if peer == self.peer_id:
-            return
-        known = self._addrs.get(peer)
-        if known is None:
-            if len(self._addrs) >= MAX_PEERSTORE:
-                self.count("peerstore_full", peer)
-                return
-            known = self._addrs[peer] = []
-        for addr in addrs:
-            plain = addr.without_peer_id()
-            if not is_dialable(plain):
-                continue
-            if plain in known:
-                known.remove(plain)
-            known.insert(0, plain)
-        del known[MAX_ADDRS_PER_PEER:]
-
     def add_discovered_peers(self, peers: Iterable[tuple[PeerID, list[Multiaddr]]]) -> None:
         """Feed peers learned elsewhere (e.g. GossipSub PRUNE peer exchange) to the manager."""
         for peer, addrs in peers:
-            self.add_peer_addrs(peer, addrs)
+            self.peerstore.add_addrs(peer, addrs)
             self.connmgr.discovered(peer)
 
     # -- signed peer records (identify, GossipSub peer exchange) -------------------------------
@@ -338,33 +273,6 @@ class Host:
             self._own_record = seal(self.identity, self.advertised_addrs(), self._record_seq)
         return self._own_record
 
-    def peer_record(self, peer: PeerID) -> bytes | None:
-        """The latest valid signed record ``peer`` gave us (to forward in PRUNE PX)."""
-        entry = self._records.get(peer)
-        return entry[1] if entry is not None else None
-
-    def consume_peer_record(self, peer: PeerID, record: bytes) -> bool:
-        """Verify and remember ``peer``'s signed record; False (and counted) if invalid."""
-        try:
-            rec = open_record(record)
-        except PeerRecordError as e:
-            self.count("peer_record_invalid", peer, str(e))
-            return False
-        if rec.peer != peer:
-            self.count("peer_record_invalid", peer, "record belongs to another peer")
-            return False
-        if peer == self.peer_id:
-            return True
-        old = self._records.get(peer)
-        if old is not None and old[0] > rec.seq:
-            return True  # keep the newer one we already have
-        if old is None and len(self._records) >= MAX_PEERSTORE:
-            self.count("peerstore_full", peer)
-            return False
-        self._records[peer] = (rec.seq, record)
-        self.add_peer_addrs(peer, rec.addrs)
-        return True
-
     def add_px_peers(self, peers: Iterable[tuple[PeerID, bytes | None]]) -> None:
         """GossipSub PRUNE peer exchange: (peer, signedPeerRecord or None) pairs.
 
@@ -374,7 +282,7 @@ class Host:
         for peer, record in peers:
             if peer == self.peer_id:
                 continue
-            if record and not self.consume_peer_record(peer, record):
+            if record and not self.peerstore.consume_record(peer, record):
                 continue
             self.connmgr.discovered(peer)
 
@@ -435,7 +343,7 @@ class Host:
         conn = self._make_connection(proto, noise, peer, initiator=True, remote=addr)
         if not self._add_connection(conn, leftover):
             raise DialError(f"connection to {peer} refused (banned or host closing)")
-        self.add_peer_addrs(peer, [addr])
+        self.peerstore.add_addrs(peer, [addr])
         return peer
 
     @staticmethod
@@ -529,32 +437,20 @@ class Host:
         conn.start(leftover)
         if conn.closed:
             return True
-        if first:
-            for on_connected, _ in list(self._notifees):
-                try:
-                    on_connected(conn.peer)
-                except Exception:
-                    log.exception("on_connected notifee failed")
         conn.tasks.spawn(self._keepalive(conn), name="keepalive")
-        if self.config.identify_on_connect:
-            conn.tasks.spawn(identify.identify_peer(self, conn), name="identify")
-        self.connmgr.on_connected(conn)
+        self._emit(lambda b: b.on_connection_established(conn, first=first))
         return True
 
-    def _connection_lost(self, conn: Connection) -> None:
+    def connection_lost(self, conn: Connection) -> None:
+        """``ConnectionOwner``: the socket of ``conn`` is gone (called by ``conn``)."""
         lst = self._conns.get(conn.peer)
         if lst is not None and conn in lst:
             lst.remove(conn)
-            if not lst:
+            last = not lst
+            if last:
                 del self._conns[conn.peer]
-                self.peer_protocols.pop(conn.peer, None)
-                self.peer_agents.pop(conn.peer, None)
-                for _, on_disconnected in list(self._notifees):
-                    try:
-                        on_disconnected(conn.peer)
-                    except Exception:
-                        log.exception("on_disconnected notifee failed")
-                self.connmgr.on_disconnected(conn.peer)
+                self.peerstore.disconnected(conn.peer)
+            self._emit(lambda b: b.on_connection_closed(conn, last=last))
         if not self._tasks.closed:
             self._tasks.spawn(conn.tasks.aclose(), name="connection cleanup")
 
@@ -590,7 +486,7 @@ class Host:
         return await self.new_stream_on(self._pick_connection(peer), protocols)
 
     async def _dial_known(self, peer: PeerID) -> None:
-        addrs = self.peer_addrs(peer)
+        addrs = self.peerstore.addrs(peer)
         if not addrs:
             raise PeerNotConnected(f"not connected to {peer} and no known address")
         errors = []
@@ -606,20 +502,18 @@ class Host:
         st = conn.open_stream()
         try:
             async with asyncio.timeout(self.config.negotiate_timeout):
-                selected, leftover = await negotiate(Dialer(protocols), st.read, st.write)
+                await st.select_protocol(Dialer(protocols))
         except BaseException:
             st.reset()
             raise
-        st._unread(leftover)
-        st.protocol = selected
         return st
 
-    async def _serve_stream(self, st: Stream) -> None:
+    async def serve_stream(self, st: Stream) -> None:
+        """``ConnectionOwner``: negotiate an inbound stream's protocol and run its handler
+        (a task of the stream's connection)."""
         try:
             async with asyncio.timeout(self.config.negotiate_timeout):
-                selected, leftover = await negotiate(
-                    Listener(self._handlers.__contains__), st.read, st.write
-                )
+                selected = await st.select_protocol(Listener(self._handlers.__contains__))
         except (EOFError, StreamReset) as e:
             # The remote gave up (typically after our "na" to a protocol we lack).
             log.debug("inbound stream from %s closed during negotiation: %r", st.peer, e)
@@ -633,8 +527,6 @@ class Host:
         if handler is None:
             st.reset()
             return
-        st._unread(leftover)
-        st.protocol = selected
         try:
             await handler(st)
         except (StreamReset, EOFError, ConnectionError) as e:

@@ -5,27 +5,28 @@ py-libp2p do) and closes the stream; the requester also accepts the older unpref
 Everything in a received message is validated: a public key that does not match the
 authenticated peer ID is misbehaviour, unparseable listen addresses are skipped (counted),
 and sizes are bounded.
+
+``Identify`` is the host's identify behaviour: it asks every new connection's peer, answers
+requests, takes pushes, records what peers say in the host's ``PeerStore``, and pushes our
+own message to connected peers when our protocols change (identify push).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from google.protobuf.message import DecodeError
 
+from node.p2p.behaviour import Behaviour, HostAPI
 from node.p2p.connection import Connection, Stream
 from node.p2p.multiaddr import Multiaddr, MultiaddrError
+from node.p2p.multistream import MultistreamError
 from node.p2p.pb import identify_pb2
 from node.p2p.peer_id import PeerID
 from node.p2p.streamio import MessageTooLarge, read_to_eof, write_length_prefixed
 from node.p2p.varint import VarintError, decode_uvarint
-
-if TYPE_CHECKING:
-    from node.p2p.host import Host
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class IdentifyInfo:
     signed_record: bytes = b""
 
 
-def build_message(host: Host, observed: Multiaddr | None) -> bytes:
+def build_message(host: HostAPI, observed: Multiaddr | None) -> bytes:
     msg = identify_pb2.Identify(
         protocolVersion=host.config.protocol_version,
         agentVersion=host.config.agent_version,
@@ -110,16 +111,7 @@ def parse_message(data: bytes, peer: PeerID | None) -> IdentifyInfo:
     )
 
 
-def make_handler(host: Host) -> Callable[[Stream], Awaitable[None]]:
-    async def handle_identify(stream: Stream) -> None:
-        body = build_message(host, stream.conn.remote_addr)
-        await write_length_prefixed(stream, body)
-        await stream.close()
-
-    return handle_identify
-
-
-async def request(host: Host, conn: Connection) -> IdentifyInfo:
+async def request(host: HostAPI, conn: Connection) -> IdentifyInfo:
     """Ask the peer on ``conn`` to identify itself (raises IdentifyError and stream errors)."""
     stream = await host.new_stream_on(conn, [PROTOCOL_ID])
     try:
@@ -131,23 +123,7 @@ async def request(host: Host, conn: Connection) -> IdentifyInfo:
     return parse_message(data, conn.peer)
 
 
-def make_push_handler(host: Host) -> Callable[[Stream], Awaitable[None]]:
-    """Identify push: a peer announces changed protocols or addresses unprompted."""
-
-    async def handle_push(stream: Stream) -> None:
-        conn = stream.conn
-        try:
-            data = await read_to_eof(stream, MAX_IDENTIFY_BYTES)
-            info = parse_message(data, conn.peer)
-        except (IdentifyError, MessageTooLarge) as e:
-            _invalid(host, conn, str(e))
-            return
-        _record(host, conn, info)
-
-    return handle_push
-
-
-async def push(host: Host, conn: Connection) -> None:
+async def push(host: HostAPI, conn: Connection) -> None:
     """Send our current identify message to the peer on ``conn``."""
     stream = await host.new_stream_on(conn, [PUSH_PROTOCOL_ID])
     body = build_message(host, conn.remote_addr)
@@ -155,36 +131,96 @@ async def push(host: Host, conn: Connection) -> None:
     await stream.close()
 
 
-def _invalid(host: Host, conn: Connection, detail: str) -> None:
-    host.count("identify_invalid", conn.peer, detail)
-    host._misbehaved(conn.peer, "identify_invalid")
-    conn.close("invalid identify")
+class Identify(Behaviour):
+    """The identify protocol of one host (``handle_request`` and ``handle_push`` are its
+    stream handlers)."""
 
+    def __init__(self, host: HostAPI) -> None:
+        self.host = host
+        self._push_pending = False
 
-async def identify_peer(host: Host, conn: Connection) -> None:
-    """Identify a new connection's peer and record what it told us in the host."""
-    try:
-        info = await request(host, conn)
-    except IdentifyError as e:
-        _invalid(host, conn, str(e))
-        return
-    except (ConnectionError, EOFError, TimeoutError, asyncio.IncompleteReadError) as e:
-        log.debug("identify of %s failed: %r", conn.peer, e)
-        return
-    except Exception as e:  # NegotiationFailed and friends: the peer lacks identify
-        log.debug("identify of %s not possible: %r", conn.peer, e)
-        return
-    _record(host, conn, info)
+    # -- events from the host -----------------------------------------------------------------
 
+    def on_connection_established(self, conn: Connection, *, first: bool) -> None:
+        if self.host.config.identify_on_connect:
+            conn.tasks.spawn(self.identify_peer(conn), name="identify")
 
-def _record(host: Host, conn: Connection, info: IdentifyInfo) -> None:
-    if info.bad_addrs:
-        host.count("identify_bad_addr", conn.peer, f"{info.bad_addrs} unparseable addresses")
-    host.peer_protocols[conn.peer] = info.protocols
-    host.peer_agents[conn.peer] = info.agent_version[:128]
-    host.add_peer_addrs(conn.peer, info.listen_addrs)
-    if info.signed_record:
-        host.consume_peer_record(conn.peer, info.signed_record)
-    if info.observed_addr is not None and len(host.observed_addrs) < 64:
-        host.observed_addrs[info.observed_addr] += 1
-    host.connmgr.on_identified(conn.peer)
+    def on_local_protocols_changed(self) -> None:
+        """Tell connected peers that our protocols changed (batched per event-loop turn)."""
+        if self._push_pending or not self.host.connected_peers():
+            return
+        try:
+            self.host.spawn(self._push_all(), name="identify push")
+        except RuntimeError:  # the host is closing
+            return
+        self._push_pending = True
+
+    # -- stream handlers ----------------------------------------------------------------------
+
+    async def handle_request(self, stream: Stream) -> None:
+        body = build_message(self.host, stream.conn.remote_addr)
+        await write_length_prefixed(stream, body)
+        await stream.close()
+
+    async def handle_push(self, stream: Stream) -> None:
+        """Identify push: a peer announces changed protocols or addresses unprompted."""
+        conn = stream.conn
+        try:
+            data = await read_to_eof(stream, MAX_IDENTIFY_BYTES)
+            info = parse_message(data, conn.peer)
+        except (IdentifyError, MessageTooLarge) as e:
+            self._invalid(conn, str(e))
+            return
+        self._record(conn, info)
+
+    # -- identifying peers --------------------------------------------------------------------
+
+    async def identify_peer(self, conn: Connection) -> None:
+        """Identify a new connection's peer and record what it told us."""
+        try:
+            info = await request(self.host, conn)
+        except IdentifyError as e:
+            self._invalid(conn, str(e))
+            return
+        except (ConnectionError, EOFError, TimeoutError, asyncio.IncompleteReadError) as e:
+            log.debug("identify of %s failed: %r", conn.peer, e)
+            return
+        except Exception as e:  # NegotiationFailed and friends: the peer lacks identify
+            log.debug("identify of %s not possible: %r", conn.peer, e)
+            return
+        self._record(conn, info)
+
+    def _invalid(self, conn: Connection, detail: str) -> None:
+        self.host.count("identify_invalid", conn.peer, detail)
+        self.host.report_misbehaviour(conn.peer, "identify_invalid")
+        conn.close("invalid identify")
+
+    def _record(self, conn: Connection, info: IdentifyInfo) -> None:
+        if info.bad_addrs:
+            self.host.count(
+                "identify_bad_addr", conn.peer, f"{info.bad_addrs} unparseable addresses"
+            )
+        store = self.host.peerstore
+        store.set_identified(conn.peer, info.protocols, info.agent_version)
+        store.add_addrs(conn.peer, info.listen_addrs)
+        if info.signed_record:
+            store.consume_record(conn.peer, info.signed_record)
+        if info.observed_addr is not None:
+            store.add_observed(info.observed_addr)
+
+    # -- identify push ------------------------------------------------------------------------
+
+    async def _push_all(self) -> None:
+        await asyncio.sleep(0)  # let a burst of handler registrations land first
+        self._push_pending = False
+        for peer in self.host.connected_peers():
+            for conn in self.host.connections(peer):
+                if not conn.closed and not conn.tasks.closed:
+                    conn.tasks.spawn(self._push_to(conn), name="identify push")
+
+    async def _push_to(self, conn: Connection) -> None:
+        try:
+            async with asyncio.timeout(self.host.config.negotiate_timeout):
+                await push(self.host, conn)
+        except (ConnectionError, EOFError, TimeoutError, MultistreamError) as e:
+            log.debug("identify push to %s failed: %r", conn.peer, e)

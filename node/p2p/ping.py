@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import TYPE_CHECKING
 
+from node.p2p.behaviour import HostAPI
 from node.p2p.connection import Stream
 from node.p2p.peer_id import PeerID
-
-if TYPE_CHECKING:
-    from node.p2p.host import Host
 
 PROTOCOL_ID = "/ipfs/ping/1.0.0"
 PING_LENGTH = 32
@@ -30,7 +27,7 @@ async def handle_ping(stream: Stream) -> None:
         await stream.write(payload)
 
 
-async def ping(host: Host, peer: PeerID, count: int = 1, timeout: float = 10.0) -> list[float]:
+async def ping(host: HostAPI, peer: PeerID, count: int = 1, timeout: float = 10.0) -> list[float]:
     """Ping ``peer`` ``count`` times over one stream; returns the round-trip times in seconds."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):

@@ -170,7 +170,7 @@ class GossipSub:
             score_params=score_params,
             thresholds=thresholds,
             msg_id_fn=msg_id_fn,
-            peer_record=host.peer_record,
+            peer_record=host.peerstore.record,
             # Like go-libp2p: sequence numbers start at the wall clock in ns, so they keep
             # increasing across restarts of the node.
             seqno_start=time.time_ns(),

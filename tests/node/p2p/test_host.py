@@ -6,11 +6,12 @@ from typing import Any
 import pytest
 
 from node.p2p import identify, ping
-from node.p2p.connection import Stream, StreamReset
+from node.p2p.behaviour import Behaviour
+from node.p2p.connection import Connection, Stream, StreamReset
 from node.p2p.host import DialError, Host, PeerNotConnected
 from node.p2p.multiaddr import Multiaddr
 from node.p2p.multistream import NegotiationFailed
-from node.p2p.peer_id import IdentityKey
+from node.p2p.peer_id import IdentityKey, PeerID
 from node.p2p.reqresp import HandlerError, RemoteError, ReqRespConfig, RequestError, RequestResponse
 from tests.helpers import dial_addr, wait_for
 
@@ -20,6 +21,12 @@ MakeHost = Any
 async def echo(stream: Stream) -> None:
     while data := await stream.read():
         await stream.write(data)
+
+
+def protocols_of(host: Host, peer: PeerID) -> tuple[str, ...]:
+    """What ``peer`` told ``host`` it speaks, in its latest identify (empty before one)."""
+    seen = host.peerstore.identified(peer)
+    return seen.protocols if seen is not None else ()
 
 
 async def test_connect_stream_ping_identify(make_host: MakeHost) -> None:
@@ -43,10 +50,10 @@ async def test_connect_stream_ping_identify(make_host: MakeHost) -> None:
     rtts = await ping.ping(a, peer, count=3)
     assert len(rtts) == 3 and all(r < 1 for r in rtts)
 
-    await wait_for(lambda: a.peer_protocols.get(peer) is not None)
-    assert "/echo/1" in a.peer_protocols[peer]
-    assert a.peer_agents[peer] == "fedchain/0.1.0"
-    assert a.peer_addrs(peer) == b.listen_addrs
+    seen = await wait_for(lambda: a.peerstore.identified(peer), what="identify of b")
+    assert "/echo/1" in seen.protocols
+    assert seen.agent == "fedchain/0.1.0"
+    assert a.peerstore.addrs(peer) == b.listen_addrs
     info = await identify.request(b, b.connections(a.peer_id)[0])
     assert info.observed_addr is not None and info.observed_addr.tcp_endpoint()[0] == "127.0.0.1"
     assert info.listen_addrs == a.listen_addrs
@@ -59,6 +66,44 @@ async def test_connect_stream_ping_identify(make_host: MakeHost) -> None:
     assert b.counters["disconnect:test"] == 1
     with pytest.raises(PeerNotConnected):
         await a.new_stream(peer, ["/echo/1"])
+
+
+class Recorder(Behaviour):
+    def __init__(self) -> None:
+        self.events: list[tuple[object, ...]] = []
+
+    def on_connection_established(self, conn: Connection, *, first: bool) -> None:
+        self.events.append(("up", conn, first))
+
+    def on_connection_closed(self, conn: Connection, *, last: bool) -> None:
+        self.events.append(("down", conn, last))
+
+    def on_local_protocols_changed(self) -> None:
+        self.events.append(("protocols",))
+
+
+class Broken(Behaviour):
+    def on_connection_established(self, conn: Connection, *, first: bool) -> None:
+        raise RuntimeError("a broken protocol")
+
+
+async def test_behaviours_hear_connection_events_with_first_and_last(make_host: MakeHost) -> None:
+    a, b = await make_host(), await make_host()
+    rec = Recorder()
+    a.add_behaviour(Broken())  # raising must not keep the others from hearing the event
+    a.add_behaviour(rec)
+    peer = await a.connect(dial_addr(b))
+    await a.connect(b.listen_addrs[0])  # no /p2p: a second connection to the same peer
+    c1, c2 = a.connections(peer)
+    assert rec.events == [("up", c1, True), ("up", c2, False)]
+    c1.close("test")
+    await wait_for(lambda: len(rec.events) == 3)
+    assert rec.events[2] == ("down", c1, False)
+    c2.close("test")
+    await wait_for(lambda: len(rec.events) == 4)
+    assert rec.events[3] == ("down", c2, True)
+    a.set_stream_handler("/new/1", echo)
+    assert rec.events[4:] == [("protocols",)]
 
 
 async def test_dial_with_wrong_peer_id_is_refused(make_host: MakeHost) -> None:
@@ -191,9 +236,9 @@ async def test_discovery_dials_exchanged_peers(make_host: MakeHost) -> None:
     a, b, c = await make_host(), await make_host(), await make_host()
     await a.connect(dial_addr(b))
     await b.connect(dial_addr(c))
-    await wait_for(lambda: b.peer_addrs(c.peer_id) != [])
+    await wait_for(lambda: b.peerstore.addrs(c.peer_id) != [])
     # What GossipSub PRUNE peer exchange does: hand peers and addresses to the host.
-    a.add_discovered_peers([(c.peer_id, b.peer_addrs(c.peer_id))])
+    a.add_discovered_peers([(c.peer_id, b.peerstore.addrs(c.peer_id))])
     await wait_for(lambda: c.peer_id in a.connected_peers())
 
 
@@ -201,7 +246,7 @@ async def test_bootstrap_and_identify_addresses(make_host: MakeHost) -> None:
     b = await make_host()
     a = await make_host(bootstrap=(dial_addr(b),))
     await wait_for(lambda: b.peer_id in a.connected_peers())
-    await wait_for(lambda: b.peer_addrs(a.peer_id) == a.listen_addrs)
+    await wait_for(lambda: b.peerstore.addrs(a.peer_id) == a.listen_addrs)
 
 
 async def test_request_response(make_host: MakeHost) -> None:
@@ -305,12 +350,12 @@ async def test_wildcard_listener_advertises_concrete_addresses(make_host: MakeHo
 async def test_identify_push_announces_new_protocols(make_host: MakeHost) -> None:
     a, b = await make_host(), await make_host()
     peer = await a.connect(dial_addr(b))
-    await wait_for(lambda: peer in a.peer_protocols)
-    assert "/late/1" not in a.peer_protocols[peer]
+    await wait_for(lambda: protocols_of(a, peer))
+    assert "/late/1" not in protocols_of(a, peer)
     b.set_stream_handler("/late/1", echo)  # registered after the connection exists
-    await wait_for(lambda: "/late/1" in a.peer_protocols.get(peer, []))
+    await wait_for(lambda: "/late/1" in protocols_of(a, peer))
     b.remove_stream_handler("/late/1")
-    await wait_for(lambda: "/late/1" not in a.peer_protocols.get(peer, []))
+    await wait_for(lambda: "/late/1" not in protocols_of(a, peer))
 
 
 async def test_new_stream_can_dial_known_peers(make_host: MakeHost) -> None:
@@ -318,14 +363,14 @@ async def test_new_stream_can_dial_known_peers(make_host: MakeHost) -> None:
     b.set_stream_handler("/echo/1", echo)
     with pytest.raises(PeerNotConnected):
         await a.new_stream(b.peer_id, ["/echo/1"], dial=True)  # no address known
-    a.add_peer_addrs(b.peer_id, b.listen_addrs)
+    a.peerstore.add_addrs(b.peer_id, b.listen_addrs)
     with pytest.raises(PeerNotConnected):
         await a.new_stream(b.peer_id, ["/echo/1"])  # dialing is opt-in
     s = await a.new_stream(b.peer_id, ["/echo/1"], dial=True)
     await s.write(b"hi")
     assert await s.readexactly(2) == b"hi"
     gone = IdentityKey.generate().peer_id
-    a.add_peer_addrs(gone, [Multiaddr.parse("/ip4/127.0.0.1/tcp/1")])
+    a.peerstore.add_addrs(gone, [Multiaddr.parse("/ip4/127.0.0.1/tcp/1")])
     with pytest.raises(DialError):
         await a.new_stream(gone, ["/echo/1"], dial=True)
 

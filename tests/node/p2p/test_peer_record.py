@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Any
 
@@ -12,7 +11,7 @@ from node.p2p.multiaddr import Multiaddr
 from node.p2p.pb import envelope_pb2
 from node.p2p.peer_id import IdentityKey
 from node.p2p.peer_record import PeerRecordError, open_record, seal
-from tests.helpers import dial_addr
+from tests.helpers import dial_addr, wait_for
 
 KEY = IdentityKey.from_seed(bytes(32))
 ADDR = Multiaddr.parse("/ip4/10.1.2.3/tcp/26656")
@@ -52,17 +51,12 @@ def test_fuzz_open_record(data: bytes) -> None:
 async def test_identify_carries_records_and_px_uses_them(make_host: Any) -> None:
     a, b, c = await make_host(), await make_host(), await make_host()
     await b.connect(dial_addr(c))
-    async with asyncio.timeout(5):
-        while b.peer_record(c.peer_id) is None:
-            await asyncio.sleep(0.01)
-    record = b.peer_record(c.peer_id)
-    assert record is not None and open_record(record).addrs == c.listen_addrs
+    record = await wait_for(lambda: b.peerstore.record(c.peer_id), what="c's record")
+    assert open_record(record).addrs == c.listen_addrs
     # b prunes a and suggests c (GossipSub PX): a knew nothing about c before.
-    assert a.peer_addrs(c.peer_id) == []
+    assert a.peerstore.addrs(c.peer_id) == []
     a.add_px_peers([(c.peer_id, record), (a.peer_id, None)])
-    async with asyncio.timeout(5):
-        while c.peer_id not in a.connected_peers():
-            await asyncio.sleep(0.01)
+    await wait_for(lambda: c.peer_id in a.connected_peers(), what="a dialing c")
     # A record that does not belong to the suggested peer is refused and counted.
     a.add_px_peers([(b.peer_id, record)])
     assert a.counters["peer_record_invalid"] == 1

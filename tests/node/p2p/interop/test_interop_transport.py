@@ -15,6 +15,8 @@ from node.p2p.host import Host
 from node.p2p.multiaddr import Multiaddr
 from node.p2p.peer_id import IdentityKey, PeerID
 from node.p2p.peer_record import open_record
+from node.p2p.peerstore import Identified
+from tests.helpers import wait_for
 
 from .harness import PyLibp2pPeer
 
@@ -28,10 +30,8 @@ async def host() -> AsyncIterator[Host]:
         yield h
 
 
-async def wait_for_identify(host: Host, peer: PeerID) -> None:
-    async with asyncio.timeout(10):
-        while peer not in host.peer_protocols:
-            await asyncio.sleep(0.02)
+async def wait_for_identify(host: Host, peer: PeerID) -> Identified:
+    return await wait_for(lambda: host.peerstore.identified(peer), what=f"identify of {peer}")
 
 
 async def test_we_dial_py_libp2p(host: Host) -> None:
@@ -40,12 +40,12 @@ async def test_we_dial_py_libp2p(host: Host) -> None:
         assert str(peer) == py.peer_id
         rtts = await ping.ping(host, peer, count=3)
         assert len(rtts) == 3
-        await wait_for_identify(host, peer)
-        assert "/ipfs/ping/1.0.0" in host.peer_protocols[peer]
-        assert host.peer_agents[peer].startswith("py-libp2p")
-        assert host.peer_addrs(peer) == [Multiaddr.parse(py.addr).without_peer_id()]
+        seen = await wait_for_identify(host, peer)
+        assert "/ipfs/ping/1.0.0" in seen.protocols
+        assert seen.agent.startswith("py-libp2p")
+        assert host.peerstore.addrs(peer) == [Multiaddr.parse(py.addr).without_peer_id()]
         # py-libp2p signs its addresses into a peer record inside identify; ours verifies it.
-        record = host.peer_record(peer)
+        record = host.peerstore.record(peer)
         assert record is not None
         signed = [a.without_peer_id() for a in open_record(record).addrs]
         assert signed == [Multiaddr.parse(py.addr).without_peer_id()]
@@ -68,17 +68,15 @@ async def test_py_libp2p_dials_us(host: Host) -> None:
         reply = await py.command(f"connect {addr}")
         assert reply == f"ok connect {host.peer_id}", reply
         peer = PeerID.from_base58(py.peer_id)
-        async with asyncio.timeout(10):
-            while peer not in host.connected_peers():
-                await asyncio.sleep(0.02)
+        await wait_for(lambda: peer in host.connected_peers(), what="py-libp2p connected")
         assert (await py.command(f"ping {host.peer_id}")).startswith("ok ping")
         reply = await py.command(f"identify {host.peer_id}")
         info = json.loads(reply.split(" ", 2)[2])
         assert info["key_matches"] is True
         assert info["observed_addr"].startswith("/ip4/127.0.0.1/tcp/")
         assert len(await ping.ping(host, peer, count=2)) == 2
-        await wait_for_identify(host, peer)
-        assert "/ipfs/id/1.0.0" in host.peer_protocols[peer]
+        seen = await wait_for_identify(host, peer)
+        assert "/ipfs/id/1.0.0" in seen.protocols
         assert host.counters.total() == 0, host.counters
 
 

@@ -1,0 +1,45 @@
+"""Limits and timers of a host, its protocols and its connection manager.
+
+A module of its own because the protocols read it too (identify advertises the versions,
+the connection manager keeps ``max_peers``): they import this, never ``host``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from node.p2p.multiaddr import Multiaddr
+from node.p2p.yamux import YamuxConfig
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """Limits and timers of a host and its connection manager."""
+
+    yamux: YamuxConfig = field(default_factory=YamuxConfig)
+    dial_timeout: float = 10.0
+    handshake_timeout: float = 10.0
+    negotiate_timeout: float = 10.0
+    max_write_buffer: int = 64 * 1024 * 1024
+    max_pending_upgrades: int = 64
+    keepalive_interval: float = 15.0
+    keepalive_timeout: float = 10.0
+    agent_version: str = "fedchain/0.1.0"
+    protocol_version: str = "ipfs/0.1.0"
+    identify_on_connect: bool = True
+    bootstrap: tuple[Multiaddr, ...] = ()
+    persistent: tuple[Multiaddr, ...] = ()
+    announce: tuple[Multiaddr, ...] = ()  # addresses to advertise instead of the bound ones
+
+    def __post_init__(self) -> None:
+        if self.target_peers > self.max_peers:
+            raise ValueError("target_peers must not exceed max_peers")
+        if min(self.dial_timeout, self.handshake_timeout, self.negotiate_timeout) <= 0:
+            raise ValueError("timeouts must be positive")
+        if self.reconnect_base <= 0 or self.reconnect_max < self.reconnect_base:
+            raise ValueError("need 0 < reconnect_base <= reconnect_max")
+
+    max_peers: int = 50
+    target_peers: int = 16
+    reconnect_base: float = 1.0
+    reconnect_max: float = 60.0
