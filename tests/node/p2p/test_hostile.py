@@ -60,9 +60,11 @@ class Raw:
             await self.send(session.data_to_send())
 
     async def closed_by_peer(self, timeout: float = 5.0) -> bool:
+        """True once the peer has closed or reset the socket; TimeoutError if it keeps it."""
         async with asyncio.timeout(timeout):
-            while await self.reader.read(65536):
-                pass
+            with contextlib.suppress(ConnectionResetError):
+                while await self.reader.read(65536):
+                    pass
         self.writer.close()
         return True
 
@@ -126,13 +128,10 @@ async def still_serving(host: Host, honest: Host, *, offender_gone: bool = True)
 async def test_garbage_before_multistream(victim: Any, garbage: bytes) -> None:
     host, honest, _ = victim
     raw = await Raw.open(host)
-    with pytest.raises((ConnectionError, OSError)):
+    with contextlib.suppress(ConnectionError, OSError):  # the host may close it mid-send
         for k in range(0, len(garbage), 65536):
             await raw.send(garbage[k : k + 65536])
-        await raw.send(b"\n" * 1000)
-        await asyncio.sleep(0.2)
-        await raw.send(b"\n" * 1000)
-        raise ConnectionResetError("host kept the socket but the test expects a close")
+    assert await raw.closed_by_peer()
     await still_serving(host, honest)
     assert host.counters["multistream_error"] + host.counters["upgrade_eof"] >= 1
 
