@@ -15,6 +15,8 @@ from node.p2p.peer_id import IdentityKey, PeerID
 from node.p2p.reqresp import HandlerError, RemoteError, ReqRespConfig, RequestError, RequestResponse
 from tests.helpers import dial_addr, wait_for
 
+from .conftest import window_used_up
+
 MakeHost = Any
 
 
@@ -154,7 +156,7 @@ async def test_slow_reader_blocks_writer_instead_of_buffering(make_host: MakeHos
     peer = await a.connect(dial_addr(b))
     s = await a.new_stream(peer, ["/lazy/1"])
     writer = asyncio.create_task(s.write(b"x" * (4 * window)))
-    await asyncio.sleep(0.3)
+    await wait_for(lambda: window_used_up(s), what="the window used up")
     assert not writer.done()  # blocked on the window: nothing piles up unbounded
     conn = b.connections(a.peer_id)[0]
     assert sum(st._buffered for st in conn.streams.values()) <= window
@@ -223,9 +225,9 @@ async def test_max_peers_prunes_newest_unprotected(make_host: MakeHost) -> None:
     hub = await make_host(max_peers=2, target_peers=2)
     spokes = [await make_host() for _ in range(3)]
     hub.connmgr.protect(spokes[2].peer_id, "test")
-    for s in spokes:
+    for s in spokes:  # one after the other, so that the hub sees them in this order
         await s.connect(dial_addr(hub))
-        await asyncio.sleep(0.05)
+        await wait_for(lambda s=s: s.peer_id in hub.connected_peers())
     await wait_for(lambda: len(hub.connected_peers()) == 2)
     assert spokes[2].peer_id in hub.connected_peers()
     assert spokes[0].peer_id in hub.connected_peers()
@@ -252,11 +254,14 @@ async def test_bootstrap_and_identify_addresses(make_host: MakeHost) -> None:
 async def test_request_response(make_host: MakeHost) -> None:
     a, b = await make_host(), await make_host()
     gate = asyncio.Event()
+    waiting = 0
 
     async def handler(peer: object, data: bytes) -> bytes:
+        nonlocal waiting
         if data == b"fail":
             raise HandlerError("no such block")
         if data == b"slow":
+            waiting += 1
             await gate.wait()
         return data[::-1]
 
@@ -273,7 +278,7 @@ async def test_request_response(make_host: MakeHost) -> None:
         await client.request(peer, b"r" * (2 << 20))
     # Over the per-peer limit the responder refuses instead of queueing.
     slow = [asyncio.create_task(client.request(peer, b"slow", timeout=5)) for _ in range(2)]
-    await asyncio.sleep(0.2)
+    await wait_for(lambda: waiting == 2, what="both slow requests in the handler")
     with pytest.raises(RequestError):
         await client.request(peer, b"x")
     assert b.counters["reqresp_busy"] >= 1
@@ -445,7 +450,7 @@ async def test_write_pieces_that_outgrow_the_window_go_out_as_it_opens(
     second: list[bytes | memoryview] = [b"<", b"b" * 200_000, b">"]
     await s.write_pieces(first, 100_000)
     task = asyncio.create_task(s.write_pieces(second, 200_002))
-    await asyncio.sleep(0.2)
+    await wait_for(lambda: window_used_up(s), what="the window used up")
     assert not task.done()  # the rest of the window went out; waiting for more
     gate.set()
     await asyncio.wait_for(task, 10)

@@ -17,7 +17,7 @@ from node.p2p.host import Host
 from node.p2p.noise import NoiseSession
 from node.p2p.pb import noise_pb2
 from node.p2p.peer_id import IdentityKey, PeerID
-from tests.helpers import dial_addr
+from tests.helpers import dial_addr, wait_for
 
 MakeHost = Any
 
@@ -239,13 +239,14 @@ async def test_no_sockets_leak_after_attacks(make_host: MakeHost) -> None:
         await raw.send(b"\x13/multistream/1.0.0\nxx")
         raw.writer.close()
     raws = [await Raw.open(host) for _ in range(3)]
-    await asyncio.sleep(0.8)
+    # The five that hung up mid-negotiation and the three that stay silent are all dropped.
+    await wait_for(lambda: host.counters["upgrade_eof"] == 5, what="the hang-ups dropped")
+    await wait_for(lambda: host.counters["handshake_timeout"] == 3, what="the silent ones")
     await host.close()
     for r in raws:
         r.writer.close()
         await r.writer.wait_closed()
-    await asyncio.sleep(0.05)
-    assert len(os.listdir("/proc/self/fd")) <= fds_before
+    await wait_for(lambda: len(os.listdir("/proc/self/fd")) <= fds_before, what="no fd left")
 
 
 async def test_flood_of_100k_small_frames_keeps_host_responsive(victim: Any) -> None:
@@ -279,9 +280,8 @@ async def test_unresponsive_peer_is_dropped_by_keepalive(make_host: MakeHost) ->
     await raw.handshake(NoiseSession(IdentityKey.generate(), initiator=True))
     await raw.negotiate(yamux.PROTOCOL_ID, secure=True)
     # Never answer anything (not even yamux pings): the host must give up on us.
-    async with asyncio.timeout(5):
-        while host.connected_peers():
-            await asyncio.sleep(0.02)
+    await wait_for(lambda: host.counters["keepalive_timeout"], timeout=5, what="keepalive drop")
+    await wait_for(lambda: not host.connected_peers(), timeout=5, what="the peer dropped")
     assert host.counters["keepalive_timeout"] == 1
     assert host.connected_peers() == []
     raw.writer.close()
@@ -302,9 +302,7 @@ async def test_hostile_identify_replies(make_host: MakeHost, reply: bytes) -> No
     reports: list[tuple[PeerID, str]] = []
     honest_host.add_misbehaviour_hook(lambda p, r: reports.append((p, r)))
     await honest_host.connect(dial_addr(evil))
-    async with asyncio.timeout(5):
-        while honest_host.connected_peers():
-            await asyncio.sleep(0.01)
+    await wait_for(lambda: not honest_host.connected_peers(), timeout=5, what="evil cut off")
     assert honest_host.counters["identify_invalid"] == 1
     assert reports == [(evil.peer_id, "identify_invalid")]
 
@@ -324,9 +322,7 @@ async def test_peer_that_never_reads_is_cut_off_not_buffered(make_host: MakeHost
             while host.counters["slow_peer"] == 0:
                 await raw.send(raw.session.encrypt(pings))  # fresh nonces: no replay
     assert host.counters["slow_peer"] == 1, host.counters
-    async with asyncio.timeout(5):
-        while host.connected_peers():
-            await asyncio.sleep(0.01)
+    await wait_for(lambda: not host.connected_peers(), timeout=5, what="the slow peer dropped")
     raw.writer.close()
 
 
@@ -357,9 +353,7 @@ async def test_connection_flood_is_capped_during_handshake(victim: Any) -> None:
     host, honest, _ = victim
     limit = host.config.max_pending_upgrades
     raws = [await Raw.open(host) for _ in range(limit + 10)]
-    async with asyncio.timeout(5):
-        while host.counters["upgrade_limit"] < 10:
-            await asyncio.sleep(0.01)
+    await wait_for(lambda: host.counters["upgrade_limit"] >= 10, timeout=5, what="the cap")
     await still_serving(host, honest)
     for r in raws:
         r.writer.close()

@@ -13,6 +13,7 @@ from node.p2p.host import HostConfig
 from node.p2p.peer_id import PeerID
 from node.p2p.yamux import INITIAL_WINDOW, YamuxConfig
 
+from ..conftest import window_used_up
 from .conftest import MakeNode, dial_addr, wait_for
 
 SMALL_WINDOW = HostConfig(yamux=YamuxConfig(window=INITIAL_WINDOW))
@@ -40,7 +41,7 @@ async def test_receiver_sees_every_byte_and_held_credit_stops_the_writer(
     writer = asyncio.create_task(st.write(data))
     # Only the initial window can arrive while the receiver holds its credit.
     await wait_for(lambda: len(got) >= INITIAL_WINDOW - 4096)
-    await asyncio.sleep(0.2)
+    await wait_for(lambda: window_used_up(st), what="the writer out of window")
     assert not writer.done()
     assert len(got) <= INITIAL_WINDOW
     streams[0].release_credit()
@@ -69,7 +70,7 @@ async def test_congested_relay_holds_its_upstream_until_the_queue_drains(
     msgs = [i.to_bytes(4, "big") * 16_000 for i in range(40)]  # 64 KB each, 2.5 MB
     publisher = asyncio.create_task(_publish_all(a, msgs))
     await wait_for(lambda: len(b._held) == 1)
-    await asyncio.sleep(0.5)
+    await wait_for(lambda: window_used_up(a._out[b.host.peer_id].stream), what="A held")
     # B stopped granting window: at most about one window of messages got through, and
     # A's own publish is waiting on its queue rather than dropping anything.
     assert len(received) * 64_000 <= 2 * INITIAL_WINDOW
