@@ -1,9 +1,13 @@
-"""Fixtures for transport tests: hosts on 127.0.0.1 that are closed and leak-checked."""
+"""The one host fixture of the p2p tests: hosts on 127.0.0.1 that are closed after the
+test, which then asserts that no task of theirs outlived them. The GossipSub fixture
+(``gossipsub/conftest.py``) builds its hosts with it."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -13,24 +17,24 @@ from node.p2p.multiaddr import Multiaddr
 from node.p2p.peer_id import IdentityKey
 from tests.helpers import dial_addr
 
-__all__ = ["dial_addr", "make_host", "window_used_up"]
+__all__ = ["MakeHost", "dial_addr", "make_host", "window_used_up"]
 
 LOCAL = Multiaddr.parse("/ip4/127.0.0.1/tcp/0")
-HostFactory = Callable[..., "asyncio.Future[Host]"]
+MakeHost = Callable[..., Awaitable[Host]]
 
 
 @pytest.fixture
-async def make_host() -> AsyncIterator[Callable[..., object]]:
-    """``await make_host(**config)`` -> a started host; all are closed after the test,
-    which then asserts that no task of theirs outlived them."""
+async def make_host() -> AsyncIterator[MakeHost]:
+    """``await make_host(listen=True, config=None, **fields)`` -> a started host whose
+    config is ``config`` (default ``HostConfig()``) with ``fields`` replaced."""
     hosts: list[Host] = []
     before = asyncio.all_tasks()
 
-    async def factory(listen: bool = True, **config: object) -> Host:
+    async def factory(listen: bool = True, config: HostConfig | None = None, **fields: Any) -> Host:
         h = Host(
             IdentityKey.generate(),
             listen=[LOCAL] if listen else [],
-            config=HostConfig(**config),  # type: ignore[arg-type]
+            config=dataclasses.replace(config or HostConfig(), **fields),
         )
         await h.start()
         hosts.append(h)
@@ -39,9 +43,8 @@ async def make_host() -> AsyncIterator[Callable[..., object]]:
     yield factory
     for h in hosts:
         await h.close()
-    await asyncio.sleep(0)
     leaked = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task()]
-    assert not leaked, f"tasks outlived their hosts: {leaked}"
+    assert not leaked, f"tasks outlived their owners: {leaked}"
 
 
 def window_used_up(stream: Stream | None) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -18,16 +17,15 @@ from node.p2p.peer_record import open_record
 from node.p2p.peerstore import Identified
 from tests.helpers import wait_for
 
+from ..conftest import MakeHost
 from .harness import PyLibp2pPeer
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 
 @pytest.fixture
-async def host() -> AsyncIterator[Host]:
-    h = Host(IdentityKey.generate(), listen=[Multiaddr.parse("/ip4/127.0.0.1/tcp/0")])
-    async with h:
-        yield h
+async def host(make_host: MakeHost) -> Host:
+    return await make_host()
 
 
 async def wait_for_identify(host: Host, peer: PeerID) -> Identified:
