@@ -221,8 +221,8 @@ class Rule(Parameters, ABC):
 
     @classmethod
     def summary(cls) -> str:
-        """The first line of the rule's docstring, for listings."""
-        return (cls.__doc__ or cls.name).strip().splitlines()[0]
+        """The first paragraph of the rule's docstring, on one line, for listings."""
+        return " ".join((cls.__doc__ or cls.name).strip().split("\n\n")[0].split())
 
     def select(self, inp: Inputs) -> list[int]:
         """The rows (sorted, distinct) that are combined and count as included."""
