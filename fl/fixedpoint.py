@@ -80,7 +80,8 @@ class Inputs:
         self.shift = max(0, peak.bit_length() - coarse_bits(self.d))
 
     def block(self, lo: int, hi: int, rows: Sequence[int] | None = None) -> np.ndarray:
-        """Fixed-point columns ``lo:hi`` of ``rows`` (default all), clip factors applied."""
+        """Fixed-point columns ``lo:hi`` of ``rows`` (sorted, distinct; default all), clip
+        factors applied."""
         if rows is None or len(rows) == self.n:
             deltas, factors = self.deltas[:, lo:hi], self.factors
         else:

@@ -29,6 +29,7 @@ __all__ = [
     "delta_of",
     "flat",
     "hashes_in_fresh_process",
+    "honest_distance",
     "make_updates",
     "rule_hashes",
 ]
@@ -64,6 +65,17 @@ def flat(p: Params) -> np.ndarray:
 
 def delta_of(p: Params) -> np.ndarray:
     return flat(p) - flat(BASE)
+
+
+def honest_distance(
+    rule: str, updates: Sequence[tuple[bytes, DecodedUpdate]], attackers: int
+) -> float:
+    """How far ``rule``'s aggregate lands from the mean of the honest updates (all but the
+    first ``attackers``, as ``make_updates`` builds them), relative to that mean's norm:
+    above 1 is worse than not moving at all."""
+    honest = np.mean([flat(u.delta) for _, u in updates[attackers:]], axis=0)
+    res = aggregate(BASE, updates, parse_rule(rule), arch=ARCH)
+    return float(np.linalg.norm(delta_of(res.params) - honest) / np.linalg.norm(honest))
 
 
 def rule_hashes(
