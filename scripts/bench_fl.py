@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fl.aggregate import aggregate, parse_rule
+from fl.aggregate import aggregate, parse_rule, rules_help
 from fl.data import Mnist, load_mnist
 from fl.models import architecture, init_params, model_hash
 from fl.partition import partition
@@ -275,7 +275,11 @@ def part_bytes(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=f"aggregation rules (--rules): {rules_help()}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument(
         "--part", required=True, choices=["speed", "noniid", "attacks", "aggregation", "bytes"]
     )
@@ -288,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--central-lr", type=float, default=0.05, help="centralized baseline lr")
     ap.add_argument("--workers", type=int, default=0, help="client worker processes")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rules", nargs="*", help="aggregation rules (default: per part)")
+    ap.add_argument("--rules", nargs="*", help="aggregation rules, as below (default: per part)")
     ap.add_argument("--attacks", nargs="*", default=["sign_flip", "label_flip"])
     ap.add_argument("--archs", nargs="*", default=["cnn", "fedavg_cnn"])
     ap.add_argument("--sizes", nargs="*", type=int, default=[10, 50, 100])

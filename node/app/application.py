@@ -57,8 +57,6 @@ __all__ = ["AppError", "CommittedBlock", "NodeApp", "aggregation_config"]
 log = logging.getLogger(__name__)
 
 MAX_ROUND_UPDATES = 256  # fl.aggregate.MAX_UPDATES
-_FLOAT_KEYS = ("trim_beta", "server_momentum")
-_INT_KEYS = ("weight_cap", "krum_f", "multi_krum_m")
 
 
 class AppError(RuntimeError):
@@ -68,25 +66,9 @@ class AppError(RuntimeError):
 def aggregation_config(fl: FLParams) -> AggregationConfig:
     """The genesis rule and its parameters as an ``fl.aggregate.AggregationConfig``.
 
-    Floats travel in genesis as decimal strings (``"0.2"``), since genesis parameters are
-    integers or strings only; ``norm_bound`` is ``"median"`` or such a string.
+    The rule's class declares its parameters (``fl.rules``); genesis only carries them.
     """
-    kw: dict[str, object] = {"rule": fl.aggregation}
-    for key, value in params_dict(fl.aggregation_params).items():
-        try:
-            if key in _INT_KEYS:
-                kw[key] = int(value)
-            elif key in _FLOAT_KEYS:
-                kw[key] = float(value)
-            elif key == "norm_bound":
-                kw[key] = "median" if value == "median" else float(value)
-            else:
-                raise AggregationError(f"unknown aggregation parameter {key!r}")
-        except ValueError as e:
-            if isinstance(e, AggregationError):
-                raise
-            raise AggregationError(f"aggregation parameter {key}: bad value {value!r}") from e
-    cfg = AggregationConfig(**kw)  # type: ignore[arg-type]
+    cfg = AggregationConfig.from_genesis(fl.aggregation, params_dict(fl.aggregation_params))
     if cfg.server_momentum:
         # The momentum state would have to be part of the chain state to stay reproducible
         # for late joiners; until it is, refuse rather than fork.

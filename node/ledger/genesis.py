@@ -9,7 +9,9 @@ checks (types, bounds, lengths) -> cross-field validation, and every failure is 
 
 Parameters left open to other layers (the consensus engine's parameters, the aggregation
 rule's parameters) are opaque maps of ints and strings, encoded canonically as sorted
-``Param`` lists.
+``Param`` lists. The aggregation rule and its parameters are still checked on load,
+against the declarations in the rule's class (``fl.rules``, which imports no torch), so a
+typo fails here, naming the parameter, rather than when the first round closes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from consensus.types import MAX_VALIDATORS, ChainId
+from fl.rules.base import AggregationError
+from fl.rules.config import AggregationConfig
 from node.core.codec import (
     I64,
     U8,
@@ -189,6 +193,15 @@ class Genesis(Record):
             raise GenesisError("fl.min_updates: must be at least 1")
         if self.fl.max_update_bytes < 1:
             raise GenesisError("fl.max_update_bytes: must be at least 1")
+        self._check_aggregation()
+
+    def _check_aggregation(self) -> None:
+        fl = self.fl
+        try:
+            AggregationConfig.from_genesis(fl.aggregation, params_dict(fl.aggregation_params))
+        except AggregationError as e:
+            where = f"fl.aggregation_params.{e.param}" if e.param else "fl.aggregation"
+            raise GenesisError(f"{where}: {e}") from e
 
     # ----------------------------------------------------------------- JSON
 

@@ -1,30 +1,31 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fl.aggregate import (
     MAX_WEIGHT,
-    SCALE_BITS,
     AggregationConfig,
     AggregationError,
     aggregate,
     parse_rule,
 )
-from fl.models import Params, architecture, init_params, model_hash
+from fl.models import architecture, init_params, model_hash
 from fl.update import DecodedUpdate
-
-ARCH = "cnn"
-BASE = init_params(ARCH, 0)
-BASE_HASH = model_hash(BASE)
-RES = 2.0**-SCALE_BITS
+from tests.kits.updates import (
+    ARCH,
+    BASE,
+    BASE_HASH,
+    RES,
+    hashes_in_fresh_process,
+    honest_distance,
+    make_updates,
+    rule_hashes,
+)
+from tests.kits.updates import delta_of as _delta_of
+from tests.kits.updates import flat as _flat
 
 RULES = [
     "fedavg",
@@ -38,32 +39,6 @@ RULES = [
     "median,clip=0.05",
     "fedavg,momentum=0.9",
 ]
-
-
-def make_updates(
-    n: int = 11, attackers: int = 0, seed: int = 0
-) -> list[tuple[bytes, DecodedUpdate]]:
-    """Honest updates share a direction plus noise; attackers send -10x that direction."""
-    rng = np.random.default_rng(seed)
-    direction = {t.name: rng.normal(0, 0.01, t.shape) for t in architecture(ARCH).tensors}
-    out = []
-    for i in range(n):
-        d: Params = {
-            k: (v + rng.normal(0, 0.004, v.shape)).astype(np.float32) for k, v in direction.items()
-        }
-        if i < attackers:
-            d = {k: (-10 * v).astype(np.float32) for k, v in d.items()}
-        tx = hashlib.sha256(f"{seed}/{i}".encode()).digest()
-        out.append((tx, DecodedUpdate(ARCH, BASE_HASH, 1, 300 + 37 * i, d)))
-    return out
-
-
-def _flat(p: Params) -> np.ndarray:
-    return np.concatenate([v.ravel().astype(np.float64) for v in p.values()])
-
-
-def _delta_of(p: Params) -> np.ndarray:
-    return _flat(p) - _flat(BASE)
 
 
 def test_fedavg_matches_weighted_mean() -> None:
@@ -96,12 +71,10 @@ def test_median_and_trimmed_mean() -> None:
 
 def test_robust_rules_resist_sign_flip() -> None:
     ups = make_updates(n=10, attackers=3)
-    honest = np.mean([_flat(u.delta) for _, u in ups[3:]], axis=0)
     attacker_txs = {tx for tx, _ in ups[:3]}
 
     def dist(rule: str) -> float:
-        res = aggregate(BASE, ups, parse_rule(rule), arch=ARCH)
-        return float(np.linalg.norm(_delta_of(res.params) - honest) / np.linalg.norm(honest))
+        return honest_distance(rule, ups, attackers=3)
 
     assert dist("fedavg") > 2.0
     for rule in ("median", "trimmed_mean:0.3", "krum:3", "multi_krum:3"):
@@ -194,40 +167,16 @@ def test_parse_rule_accepts() -> None:
     )
 
 
-_CHILD = """
-import json, sys
-import numpy as np, torch
-sys.path.insert(0, {here!r})
-from tests.fl.test_aggregate import BASE, ARCH, RULES, make_updates
-from fl.aggregate import aggregate, parse_rule
-threads, shuffle_seed = int(sys.argv[1]), int(sys.argv[2])
-torch.set_num_threads(threads)
-ups = make_updates(n=9, attackers=2)
-ups = [ups[i] for i in np.random.default_rng(shuffle_seed).permutation(len(ups))]
-print(json.dumps({{r: aggregate(BASE, ups, parse_rule(r), arch=ARCH).model_hash.hex()
-                  for r in RULES}}))
-"""
-
-
 @pytest.mark.slow
 def test_bit_exact_across_processes_threads_and_order() -> None:
     """Every rule gives identical bytes in fresh processes with other thread counts/orders."""
     ups = make_updates(n=9, attackers=2)
-    expected = {r: aggregate(BASE, ups, parse_rule(r), arch=ARCH).model_hash.hex() for r in RULES}
-    code = _CHILD.format(here=str(Path(__file__).parents[2]))
+    expected = rule_hashes(RULES, ups)
     for threads, shuffle_seed in ((1, 11), (2, 22)):
-        env = dict(os.environ)
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = str(threads)
-        out = subprocess.run(
-            [sys.executable, "-c", code, str(threads), str(shuffle_seed)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-            check=True,
+        child = hashes_in_fresh_process(
+            RULES, threads=threads, shuffle_seed=shuffle_seed, n=9, attackers=2
         )
-        assert json.loads(out.stdout) == expected
+        assert child == expected
 
 
 def test_extreme_inputs_do_not_overflow() -> None:

@@ -27,6 +27,8 @@ from consensus.types import (
     ValidatorSet,
     Vote,
 )
+from fl.fixedpoint import MAX_WEIGHT
+from fl.rules.registry import rule_names
 from node.core.codec import CodecError, Record
 from node.core.crypto import PrivateKey
 from node.ledger.block import Block, Header, commit_hash, txs_root
@@ -52,6 +54,14 @@ b32 = st.binary(min_size=32, max_size=32)
 b64 = st.binary(min_size=64, max_size=64)
 chain_ids = st.text("abcdefghijklmnopqrstuvwxyz0123456789-_.", min_size=1, max_size=64)
 names = st.text("abcdefghijklmnopqrstuvwxyz0123456789-_.", min_size=1, max_size=20)
+
+shared_aggregation_params = st.fixed_dictionaries(
+    {},
+    optional={
+        "weight_cap": st.integers(1, MAX_WEIGHT),
+        "norm_bound": st.sampled_from(["median", "0.5", "1e-3"]),
+    },
+)
 
 votes_fields = st.tuples(chain_ids, u64, u32, st.sampled_from([1, 2]), b20)
 
@@ -148,10 +158,9 @@ def genesis_docs(draw: st.DrawFn) -> Genesis:
             model=draw(names),
             init_seed=draw(u64),
             initial_model_hash=draw(b32),
-            aggregation=draw(names),
-            aggregation_params=params_of(
-                draw(st.dictionaries(names, st.integers(-5, 5), max_size=3))
-            ),
+            # Genesis validation checks the rule and its parameters (fl.rules).
+            aggregation=draw(st.sampled_from(rule_names())),
+            aggregation_params=params_of(draw(shared_aggregation_params)),
             min_updates=draw(st.integers(1, 100)),
             round_timeout_blocks=draw(u32),
             partition=draw(st.text(max_size=20)),
