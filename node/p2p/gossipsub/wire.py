@@ -181,6 +181,9 @@ def _control_bytes(rpc: RPC) -> bytes:
 
 
 def _topic(value: str, what: str) -> str:
+    # The runtime does not check proto2 strings: one that is not UTF-8 comes back as bytes.
+    if not isinstance(value, str):
+        raise RPCDecodeError(f"{what}: topic is not UTF-8")
     if not value or len(value) > MAX_TOPIC_LEN:
         raise RPCDecodeError(f"{what}: topic empty or longer than {MAX_TOPIC_LEN}")
     return value

@@ -98,6 +98,24 @@ def test_non_canonical_messages_decode_as_protobuf_says() -> None:
         decode_rpc(bad_control)
 
 
+def test_topics_that_are_not_utf8_are_rejected() -> None:
+    """proto2 strings are not checked by the runtime (it hands back bytes): a topic, a
+    subscription or a control entry that is not UTF-8 is a malformed RPC, not a bytes
+    topic for the router."""
+    bad = b"\xff\xfe"
+    pb = rpc_pb2.RPC()
+    pb.publish.add(data=b"x").topic = "t"
+    raw = pb.SerializeToString()
+    for frame in (
+        b"\x12\x04\x22\x02" + bad,  # a message's topic
+        b"\x0a\x04\x12\x02" + bad,  # a subscription's topic
+        b"\x1a\x06\x1a\x04\x0a\x02" + bad,  # a GRAFT's topic
+        raw + b"\x0a\x04\x12\x02" + bad,
+    ):
+        with pytest.raises(RPCDecodeError):
+            decode_rpc(frame)
+
+
 def test_limits_are_enforced() -> None:
     with pytest.raises(RPCDecodeError):
         decode_rpc(encode_rpc(RPC(publish=[Message("t", b"x" * 101)])), max_message_size=100)
