@@ -141,7 +141,7 @@ class YamuxSession:
         self._next_id = 1 if is_client else 2
         self._streams: dict[int, _Stream] = {}
         # Frames to send; data bodies are views of the caller's buffer (the caller's bytes
-        # must stay unchanged until pieces_to_send, which the driver calls right away).
+        # must stay unchanged until data_to_send, which the driver calls right away).
         self._out: list[bytes | memoryview] = []
         self._buf = bytearray()
         self._ping_id = 0
@@ -151,12 +151,7 @@ class YamuxSession:
     # -- output ----------------------------------------------------------------------------
 
     def data_to_send(self) -> bytes:
-        return b"".join(self.pieces_to_send())
-
-    def pieces_to_send(self) -> list[bytes | memoryview]:
-        """What ``data_to_send`` returns, as the pieces that make it up, for a secure channel
-        that can encrypt them without joining them (``NoiseSession.encrypt_pieces``)."""
-        out = self._out
+        out = b"".join(self._out)
         self._out = []
         return out
 
@@ -206,25 +201,6 @@ class YamuxSession:
             off += k
         st.send_window -= n
         return n
-
-    def send_pieces(self, sid: int, pieces: list[bytes | memoryview], size: int) -> bool:
-        """Queue the concatenation of ``pieces`` (``size`` bytes in all) as one data frame.
-
-        The pieces go into the output as they are (they must stay unchanged until the
-        driver's next flush), so a large payload reaches ``pieces_to_send`` uncopied and the
-        secure channel encrypts it straight from the caller's buffer, instead of the writer
-        first joining it into an encoded buffer of its own. Returns False, queuing nothing,
-        when the send window or the frame size limit is too small for all of it (then use
-        ``send_data``)."""
-        st = self._streams.get(sid)
-        if st is None or st.local_closed:
-            raise StreamClosedError(f"stream {sid} is closed")
-        if size > st.send_window or size > self.config.max_frame or size == 0:
-            return False
-        self._out.append(HEADER.pack(VERSION, TYPE_DATA, self._take_ack(st), sid, size))
-        self._out += pieces
-        st.send_window -= size
-        return True
 
     def _take_ack(self, st: _Stream) -> int:
         if st.need_ack:

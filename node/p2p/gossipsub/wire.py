@@ -41,22 +41,6 @@ def max_rpc_size(max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> int:
     return max_message_size + RPC_OVERHEAD
 
 
-def message_to_pb(msg: Message, *, for_signing: bool = False) -> rpc_pb2.Message:
-    m = rpc_pb2.Message()
-    if msg.from_ is not None:
-        setattr(m, "from", msg.from_)
-    m.data = msg.data
-    if msg.seqno is not None:
-        m.seqno = msg.seqno
-    m.topic = msg.topic
-    if not for_signing:
-        if msg.signature is not None:
-            m.signature = msg.signature
-        if msg.key is not None:
-            m.key = msg.key
-    return m
-
-
 def _field(tag: bytes, value: bytes | memoryview) -> bytes:
     """One small length-delimited field (tag, varint length, value) as a single bytes."""
     return tag + encode_uvarint(len(value)) + value
@@ -95,15 +79,10 @@ def trailer_parts(msg: Message) -> list[bytes | memoryview]:
     return [trailer] if trailer else []
 
 
-def encode_message(msg: Message) -> bytes:
-    """The wire encoding of a message."""
-    return b"".join(message_parts(msg))
-
-
 def message_parts(msg: Message) -> list[bytes | memoryview]:
     """The wire encoding of a message as pieces, ``data`` among them uncopied. RPC encoders
     splice these in, so relaying a message copies its data once per RPC and never keeps a
-    second full-size copy alive in the message cache (fresh memory costs page faults)."""
+    second full-size copy alive in the message cache."""
     return signed_field_parts(msg) + trailer_parts(msg)
 
 
@@ -113,33 +92,8 @@ def encode_rpc(rpc: RPC) -> bytes:
 
 def encode_rpc_framed(rpc: RPC) -> bytes:
     """The RPC with its varint length prefix, as written on a stream, in a single copy."""
-    return b"".join(encode_rpc_pieces(rpc))
-
-
-# Pieces shorter than this are merged with their neighbours in ``encode_rpc_pieces``.
-SMALL_PIECE = 1024
-
-
-def encode_rpc_pieces(rpc: RPC) -> list[bytes | memoryview]:
-    """``encode_rpc_framed`` as pieces whose concatenation is the framed RPC: each large
-    message ``data`` stays the caller's object, uncopied, and the small fields between them
-    are merged. Handed down as pieces (``Stream.write_pieces``), a 100 KB payload is copied
-    once on its way out, when the muxer assembles the buffer to encrypt, not twice.
-    """
     parts = _rpc_parts(rpc)
-    out: list[bytes | memoryview] = []
-    small: list[bytes | memoryview] = [encode_uvarint(sum(map(len, parts)))]
-    for part in parts:
-        if len(part) < SMALL_PIECE:
-            small.append(part)
-            continue
-        if small:
-            out.append(small[0] if len(small) == 1 else b"".join(small))
-            small = []
-        out.append(part)
-    if small:
-        out.append(small[0] if len(small) == 1 else b"".join(small))
-    return out
+    return b"".join([encode_uvarint(sum(map(len, parts))), *parts])
 
 
 def _rpc_parts(rpc: RPC) -> list[bytes | memoryview]:
