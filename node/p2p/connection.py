@@ -149,6 +149,10 @@ class WireProtocol(asyncio.BufferedProtocol):
         if self.transport is not None and not self.lost:
             self.transport.write(data)
 
+    def writelines(self, parts: list[bytes]) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.writelines(parts)
+
     def switch_to(
         self, sink: Callable[[bytes | memoryview], None], on_lost: Callable[[], None]
     ) -> None:
@@ -570,10 +574,10 @@ class Connection:
     # -- output -------------------------------------------------------------------------------
 
     def flush(self) -> None:
-        out = self.yamux.data_to_send()
+        out = self.yamux.pieces_to_send()
         if not out or self.proto.lost:
             return
-        self.proto.write(self.noise.encrypt(out))
+        self.proto.writelines(self.noise.encrypt_pieces(out))
         transport = self.proto.transport
         if transport is not None and transport.get_write_buffer_size() > self._max_write_buffer:
             # The peer does not read what its own requests make us send (pings, acks):

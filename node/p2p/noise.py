@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
@@ -37,6 +38,34 @@ HASH_LEN = 32
 MAX_NONCE = 2**64 - 1
 _NONCE_PREFIX = b"\x00\x00\x00\x00"
 _FRAME_LEN = struct.Struct(">H")
+# A piece this large is sealed straight from its buffer, not joined with its neighbours.
+LARGE_PIECE = 16 * 1024
+
+
+def _frame_plaintexts(pieces: Iterable[bytes | memoryview]) -> list[bytes | memoryview]:
+    """The plaintext of each Noise frame for ``pieces``: large pieces cut as views into
+    frames of at most 65,519 bytes, the small pieces between them joined."""
+    frames: list[bytes | memoryview] = []
+    small: list[bytes | memoryview] = []
+    small_len = 0
+    for piece in pieces:
+        n = len(piece)
+        if not n:
+            continue
+        if n >= LARGE_PIECE or small_len + n > MAX_PLAINTEXT:
+            if small:
+                frames.append(b"".join(small))
+                small = []
+                small_len = 0
+            if n >= LARGE_PIECE:
+                view = memoryview(piece)
+                frames += [view[o : o + MAX_PLAINTEXT] for o in range(0, n, MAX_PLAINTEXT)]
+                continue
+        small.append(piece)
+        small_len += n
+    if small:
+        frames.append(b"".join(small))
+    return frames
 
 
 class NoiseError(Exception):
@@ -353,13 +382,26 @@ class NoiseSession:
             raise NoiseError("unexpected handshake message")
 
     def encrypt(self, data: bytes | memoryview) -> bytes:
-        """Encrypt application bytes into wire frames of at most 65,519 plaintext bytes."""
+        """The wire frames for ``data``, joined (``encrypt_pieces`` is the driver's path)."""
+        return b"".join(self.encrypt_pieces([data]))
+
+    def encrypt_pieces(self, pieces: Iterable[bytes | memoryview]) -> list[bytes]:
+        """The wire frames of the concatenation of ``pieces``, without concatenating them:
+        length prefixes and ciphertexts, in order, for ``transport.writelines``.
+
+        Noise frames are chunks of a byte stream: their boundaries need not match the muxer
+        frames or messages they carry. So a large piece (a message payload) is encrypted
+        straight from its caller's buffer, a frame per 65,519 bytes, and only the small
+        pieces between large ones (muxer headers, protobuf tags) are joined into frames of
+        their own. Joining a multi-megabyte write first would copy it into fresh memory,
+        which costs several times its encryption (BENCHMARKS.md, "Fast paths kept and
+        folded").
+        """
         send = self._send
         if send is None:
             raise NoiseError("handshake not complete")
-        view = memoryview(data)
         frames: list[bytes] = []
-        for offset in range(0, len(view), MAX_PLAINTEXT):
-            ct = send.encrypt(None, view[offset : offset + MAX_PLAINTEXT])
+        for plain in _frame_plaintexts(pieces):
+            ct = send.encrypt(None, plain)
             frames += (_FRAME_LEN.pack(len(ct)), ct)
-        return b"".join(frames)
+        return frames

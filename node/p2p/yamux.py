@@ -141,7 +141,7 @@ class YamuxSession:
         self._next_id = 1 if is_client else 2
         self._streams: dict[int, _Stream] = {}
         # Frames to send; data bodies are views of the caller's buffer (the caller's bytes
-        # must stay unchanged until data_to_send, which the driver calls right away).
+        # must stay unchanged until pieces_to_send, which the driver calls right away).
         self._out: list[bytes | memoryview] = []
         self._buf = bytearray()
         self._ping_id = 0
@@ -151,7 +151,13 @@ class YamuxSession:
     # -- output ----------------------------------------------------------------------------
 
     def data_to_send(self) -> bytes:
-        out = b"".join(self._out)
+        return b"".join(self.pieces_to_send())
+
+    def pieces_to_send(self) -> list[bytes | memoryview]:
+        """What ``data_to_send`` returns, as the pieces that make it up (data bodies are
+        views of the writers' buffers), for a secure channel that encrypts them without
+        joining them (``NoiseSession.encrypt_pieces``): the driver's path."""
+        out = self._out
         self._out = []
         return out
 
