@@ -156,7 +156,8 @@ class YamuxSession:
     def pieces_to_send(self) -> list[bytes | memoryview]:
         """What ``data_to_send`` returns, as the pieces that make it up (data bodies are
         views of the writers' buffers), for a secure channel that encrypts them without
-        joining them (``NoiseSession.encrypt_pieces``): the driver's path."""
+        joining them (``NoiseSession.encrypt_pieces``): the driver's path, kept for large
+        writes (BENCHMARKS.md, "Fast paths kept and folded")."""
         out = self._out
         self._out = []
         return out
