@@ -170,12 +170,9 @@ class WireProtocol(asyncio.BufferedProtocol):
         if self.transport is not None and not self.lost:
             self.transport.write(data)
 
-    def writelines(self, parts: list[bytes] | list[memoryview]) -> None:
+    def writelines(self, parts: list[bytes]) -> None:
         if self.transport is not None and not self.lost:
-            if len(parts) == 1:
-                self.transport.write(parts[0])
-            else:
-                self.transport.writelines(parts)
+            self.transport.writelines(parts)
 
     def switch_to(
         self, sink: Callable[[bytes | memoryview], None], on_lost: Callable[[], None]
@@ -444,6 +441,7 @@ class Stream:
         off = 0
         total = len(view)
         conn = self.conn
+        await conn.proto.drain()  # add nothing to a socket buffer that already pushes back
         while off < total:
             if self._reset:
                 raise StreamReset(f"stream {self.sid} with {self.peer} was reset")
@@ -482,40 +480,6 @@ class Stream:
         conn.yamux.send_data(self.sid, data)
         conn.flush()
         return True
-
-    def try_write_pieces(self, pieces: list[bytes | memoryview], size: int) -> bool:
-        """``try_write`` for the concatenation of ``pieces`` (``size`` bytes), without joining
-        them first: they become one yamux data frame, so a large payload among them is copied
-        once, into the buffer that is encrypted. False, having sent nothing, when it would
-        have to wait or the pieces do not fit one frame (then use ``write_pieces``)."""
-        if not self._writable_now():
-            return False
-        conn = self.conn
-        try:
-            if not conn.yamux.send_pieces(self.sid, pieces, size):
-                return False
-        except yamux.StreamClosedError:
-            return False
-        conn.flush()
-        return True
-
-    async def write_pieces(self, pieces: list[bytes | memoryview], size: int) -> None:
-        """``write`` for the concatenation of ``pieces`` (``size`` bytes): sent without
-        joining them when the peer's window has room for all of it now; otherwise joined
-        and written by ``write``, which sends what the window allows as it opens (waiting
-        for room for all of it could wait forever on a peer that grants window back only
-        after receiving more)."""
-        conn = self.conn
-        while conn.proto._paused and not conn.proto.lost and not self._reset:
-            await conn.proto.drain()
-        if not (self._reset or self._local_closed or conn.proto.lost):
-            try:
-                if conn.yamux.send_pieces(self.sid, pieces, size):
-                    conn.flush()
-                    return
-            except yamux.StreamClosedError:
-                pass
-        await self.write(b"".join(pieces))
 
     async def close(self) -> None:
         """Half-close: we send no more data; reading continues until the remote's FIN."""

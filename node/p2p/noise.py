@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-import sys
 from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidTag
@@ -34,36 +33,17 @@ SIGNATURE_PREFIX = b"noise-libp2p-static-key:"
 MAX_FRAME = 65535
 TAG_LEN = 16
 MAX_PLAINTEXT = MAX_FRAME - TAG_LEN
-# A piece this large is sealed straight from its buffer, not joined with its neighbours.
-LARGE_PIECE = 16 * 1024
 DH_LEN = 32
 HASH_LEN = 32
 MAX_NONCE = 2**64 - 1
 _NONCE_PREFIX = b"\x00\x00\x00\x00"
-# Newer cryptography releases encrypt and decrypt into a caller's buffer (no output object
-# per frame); older ones get the same result with one more copy.
-_HAS_INTO = hasattr(ChaCha20Poly1305, "decrypt_into")
-_HAS_ENCRYPT_INTO = hasattr(ChaCha20Poly1305, "encrypt_into")
-
-
 _FRAME_LEN = struct.Struct(">H")
-
-
-def _reusable(buf: bytearray, n: int) -> tuple[bytearray, memoryview]:
-    """``buf`` again, as a view of its first ``n`` bytes, unless it is too small or anything
-    still holds a view of it (CPython drops a view's reference at once, so the reference
-    count tells); then a new buffer. Reusing one warm buffer saves allocating, zero-filling
-    and, in a new process, faulting in a large one per read or write. A layer that keeps a
-    view (a stream's read buffer, a transport that could not send everything at once) keeps
-    the old buffer alive and intact, and the next call gets a new one."""
-    # References: the caller's attribute, ``buf`` and getrefcount's argument.
-    if len(buf) < n or sys.getrefcount(buf) > 3:
-        buf = bytearray(max(n, len(buf), MAX_FRAME))
-    return buf, memoryview(buf)[:n]
+# A piece this large is sealed straight from its buffer, not joined with its neighbours.
+LARGE_PIECE = 16 * 1024
 
 
 def _frame_plaintexts(pieces: Iterable[bytes | memoryview]) -> list[bytes | memoryview]:
-    """The plaintext of each Noise frame for ``pieces``: large pieces cut in place into
+    """The plaintext of each Noise frame for ``pieces``: large pieces cut as views into
     frames of at most 65,519 bytes, the small pieces between them joined."""
     frames: list[bytes | memoryview] = []
     small: list[bytes | memoryview] = []
@@ -152,25 +132,6 @@ class CipherState:
         except InvalidTag as e:
             raise NoiseError("frame failed authentication") from e
 
-    def encrypt_into(self, plaintext: bytes | memoryview, out: memoryview) -> None:
-        """Encrypt (no associated data) into ``out``, exactly ``len(plaintext) + 16`` bytes."""
-        assert self._aead is not None
-        if _HAS_ENCRYPT_INTO:
-            self._aead.encrypt_into(self._next_nonce(), plaintext, None, out)
-        else:
-            out[:] = self._aead.encrypt(self._next_nonce(), plaintext, None)
-
-    def decrypt_into(self, ciphertext: memoryview, out: memoryview) -> None:
-        """Decrypt (no associated data) into ``out``, exactly ``len(ciphertext) - 16`` bytes."""
-        assert self._aead is not None
-        try:
-            if _HAS_INTO:
-                self._aead.decrypt_into(self._next_nonce(), ciphertext, None, out)
-            else:
-                out[:] = self._aead.decrypt(self._next_nonce(), ciphertext, None)
-        except InvalidTag as e:
-            raise NoiseError("frame failed authentication") from e
-
 
 class SymmetricState:
     """Chaining key, handshake hash and the current handshake cipher."""
@@ -253,8 +214,6 @@ class NoiseSession:
         self._ss.mix_hash(b"")  # empty prologue
         self._step = 0  # handshake messages processed so far (sent or received)
         self._in = bytearray()
-        self._plain = bytearray()
-        self._ct = bytearray()
         self._out = bytearray()
         self._send: CipherState | None = None
         self._recv: CipherState | None = None
@@ -274,7 +233,7 @@ class NoiseSession:
     def _frame(self, body: bytes) -> None:
         if len(body) > MAX_FRAME:
             raise NoiseError("handshake message too large")
-        self._out += struct.pack(">H", len(body)) + body
+        self._out += _FRAME_LEN.pack(len(body)) + body
 
     # -- handshake -------------------------------------------------------------------------
 
@@ -348,87 +307,16 @@ class NoiseSession:
 
     # -- transport -------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> bytes | memoryview:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> bytes:
         """Feed wire bytes; returns decrypted application bytes (possibly empty).
 
+        Handshake messages and transport frames go through the same loop, so transport
+        frames that follow the last handshake message in one chunk are decrypted at once.
         Only an incomplete frame is ever buffered: a frame left unfinished by the previous
         chunk is completed with just the bytes it still needs, and the frames after it are
-        decrypted straight out of ``data``, so a received byte is not copied before its
-        decryption (socket reads end at arbitrary points, mostly mid-frame). After the
-        handshake, the frames a chunk completes are decrypted into one buffer, so several
-        frames (a 100 KB message spans two) are not joined afterwards. The result is never
-        written to while anything holds a view of it: the layers above may keep views.
+        decrypted straight out of ``data`` (socket reads end at arbitrary points, mostly
+        mid-frame). Nothing returned refers to ``data``, which the driver reuses.
         """
-        if self._recv is None:
-            return self._receive_handshake(data)
-        recv = self._recv
-        pending = self._in
-        pos = 0
-        n = len(data)
-        pending_len = 0  # ciphertext length of the frame completed out of ``pending``
-        if pending:
-            used = self._complete_pending(data)
-            if used is None:
-                return b""
-            pos = used
-            pending_len = len(pending) - 2
-            if pending_len < TAG_LEN:
-                raise NoiseError("transport frame shorter than its tag")
-        # Find the complete frames first, to size the output.
-        spans: list[int] = []
-        total = pending_len - TAG_LEN if pending_len else 0
-        while n - pos >= 2:
-            length = (data[pos] << 8) | data[pos + 1]
-            if n - pos - 2 < length:
-                break
-            if length < TAG_LEN:
-                raise NoiseError("transport frame shorter than its tag")
-            spans.append(pos + 2)
-            total += length - TAG_LEN
-            pos += 2 + length
-        with memoryview(data) as dv:
-            if not pending_len and not spans:
-                out: bytes | memoryview = b""
-            else:
-                self._plain, out = _reusable(self._plain, total)
-                o = 0
-                if pending_len:
-                    k = pending_len - TAG_LEN
-                    with memoryview(pending) as pv, pv[2:] as frame, out[:k] as dst:
-                        recv.decrypt_into(frame, dst)
-                    o = k
-                    pending.clear()
-                for start in spans:
-                    length = (data[start - 2] << 8) | data[start - 1]
-                    k = length - TAG_LEN
-                    with dv[start : start + length] as frame, out[o : o + k] as dst:
-                        recv.decrypt_into(frame, dst)
-                    o += k
-            if pos < n:
-                pending += dv[pos:]
-        return out
-
-    def _complete_pending(self, data: bytes | bytearray | memoryview) -> int | None:
-        """Complete the frame the previous chunk left unfinished in ``self._in`` with just
-        the bytes it still needs from ``data``; return how many it took, or None if the
-        frame is still unfinished (then all of ``data`` went into it)."""
-        pending = self._in
-        pos = 0
-        n = len(data)
-        if len(pending) < 2:
-            pos = min(2 - len(pending), n)
-            pending += data[:pos]
-            if len(pending) < 2:
-                return None
-        need = 2 + ((pending[0] << 8) | pending[1]) - len(pending)
-        take = min(need, n - pos)
-        with memoryview(data) as v:
-            pending += v[pos : pos + take]
-        return pos + take if take == need else None
-
-    def _receive_handshake(self, data: bytes | bytearray | memoryview) -> bytes:
-        """``receive_data`` before the transport keys exist (the handshake messages, and
-        any transport frames that follow them in the same chunk)."""
         parts: list[bytes] = []
         pending = self._in
         pos = 0
@@ -450,11 +338,29 @@ class NoiseSession:
                     with view[pos + 2 : pos + 2 + length] as frame:
                         pos += 2 + length
                         self._frame_in(frame, parts)
-            if pos < n:
-                pending += data[pos:]
+                if pos < n:
+                    pending += view[pos:]
         if not parts:
             return b""
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _complete_pending(self, data: bytes | bytearray | memoryview) -> int | None:
+        """Complete the frame the previous chunk left unfinished in ``self._in`` with just
+        the bytes it still needs from ``data``; return how many it took, or None if the
+        frame is still unfinished (then all of ``data`` went into it)."""
+        pending = self._in
+        pos = 0
+        n = len(data)
+        if len(pending) < 2:
+            pos = min(2 - len(pending), n)
+            pending += data[:pos]
+            if len(pending) < 2:
+                return None
+        need = 2 + ((pending[0] << 8) | pending[1]) - len(pending)
+        take = min(need, n - pos)
+        with memoryview(data) as v:
+            pending += v[pos : pos + take]
+        return pos + take if take == need else None
 
     def _frame_in(self, frame: memoryview, parts: list[bytes]) -> None:
         recv = self._recv
@@ -476,35 +382,26 @@ class NoiseSession:
             raise NoiseError("unexpected handshake message")
 
     def encrypt(self, data: bytes | memoryview) -> bytes:
-        """Encrypt application bytes into one or more wire frames."""
+        """The wire frames for ``data``, joined (``encrypt_pieces`` is the driver's path)."""
         return b"".join(self.encrypt_pieces([data]))
 
-    def encrypt_pieces(self, pieces: Iterable[bytes | memoryview]) -> list[memoryview]:
+    def encrypt_pieces(self, pieces: Iterable[bytes | memoryview]) -> list[bytes]:
         """The wire frames of the concatenation of ``pieces``, without concatenating them:
-        one buffer (in a list, for ``transport.writelines``), valid until the next call
-        unless something still holds it (a transport that could not send it all at once).
+        length prefixes and ciphertexts, in order, for ``transport.writelines``.
 
         Noise frames are chunks of a byte stream: their boundaries need not match the muxer
         frames or messages they carry. So a large piece (a message payload) is encrypted
         straight from its caller's buffer, a frame per 65,519 bytes, and only the small
-        pieces between large ones (muxer headers, protobuf tags, signatures) are joined
-        into frames of their own: joining everything first would copy each payload once
-        more, for the price of two extra small frames per message. The ciphertext goes
-        into a buffer reused from call to call (see ``_reusable``).
+        pieces between large ones (muxer headers, protobuf tags) are joined into frames of
+        their own. Joining a multi-megabyte write first would copy it into fresh memory,
+        which costs several times its encryption (BENCHMARKS.md, "Fast paths kept and
+        folded").
         """
         send = self._send
         if send is None:
             raise NoiseError("handshake not complete")
-        chunks = _frame_plaintexts(pieces)
-        if not chunks:
-            return []
-        total = sum(map(len, chunks)) + (2 + TAG_LEN) * len(chunks)
-        self._ct, out = _reusable(self._ct, total)
-        pos = 0
-        for chunk in chunks:
-            k = len(chunk) + TAG_LEN
-            _FRAME_LEN.pack_into(out, pos, k)
-            with out[pos + 2 : pos + 2 + k] as dst:
-                send.encrypt_into(chunk, dst)
-            pos += 2 + k
-        return [out]
+        frames: list[bytes] = []
+        for plain in _frame_plaintexts(pieces):
+            ct = send.encrypt(None, plain)
+            frames += (_FRAME_LEN.pack(len(ct)), ct)
+        return frames

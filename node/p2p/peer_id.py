@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import DecodeError
 
 from node.core.crypto import verify
-from node.p2p.hedged_ed25519 import HedgedEd25519Signer
 from node.p2p.pb import crypto_pb2
 from node.p2p.varint import VarintError, decode_uvarint, encode_uvarint
 
@@ -195,14 +194,13 @@ def _validate_multihash(mh: bytes) -> None:
 class IdentityKey:
     """An Ed25519 libp2p identity: signs Noise static keys, identify records and messages."""
 
-    __slots__ = ("_private", "_pub_proto", "_raw_public", "_signer", "peer_id")
+    __slots__ = ("_private", "_pub_proto", "_raw_public", "peer_id")
 
     def __init__(self, private: Ed25519PrivateKey) -> None:
         self._private = private
         self._raw_public = private.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
-        self._signer = HedgedEd25519Signer(self.seed(), self._raw_public)
         self._pub_proto = encode_public_key(self._raw_public)
         self.peer_id = PeerID.from_pubkey_proto(self._pub_proto)
 
@@ -228,9 +226,8 @@ class IdentityKey:
         )
 
     def sign(self, data: bytes | memoryview) -> bytes:
-        """A standard Ed25519 signature of ``data`` with a hedged (randomised) nonce: one
-        SHA-512 pass over ``data`` instead of two (see hedged_ed25519)."""
-        return self._signer.sign(data)
+        """RFC 8032 Ed25519 (deterministic), as the libp2p specs require of Ed25519 keys."""
+        return self._private.sign(data)
 
     def public_key_raw(self) -> bytes:
         return self._raw_public

@@ -154,8 +154,10 @@ class YamuxSession:
         return b"".join(self.pieces_to_send())
 
     def pieces_to_send(self) -> list[bytes | memoryview]:
-        """What ``data_to_send`` returns, as the pieces that make it up, for a secure channel
-        that can encrypt them without joining them (``NoiseSession.encrypt_pieces``)."""
+        """What ``data_to_send`` returns, as the pieces that make it up (data bodies are
+        views of the writers' buffers), for a secure channel that encrypts them without
+        joining them (``NoiseSession.encrypt_pieces``): the driver's path, kept for large
+        writes (BENCHMARKS.md, "Fast paths kept and folded")."""
         out = self._out
         self._out = []
         return out
@@ -206,25 +208,6 @@ class YamuxSession:
             off += k
         st.send_window -= n
         return n
-
-    def send_pieces(self, sid: int, pieces: list[bytes | memoryview], size: int) -> bool:
-        """Queue the concatenation of ``pieces`` (``size`` bytes in all) as one data frame.
-
-        The pieces go into the output as they are (they must stay unchanged until the
-        driver's next flush), so a large payload reaches ``pieces_to_send`` uncopied and the
-        secure channel encrypts it straight from the caller's buffer, instead of the writer
-        first joining it into an encoded buffer of its own. Returns False, queuing nothing,
-        when the send window or the frame size limit is too small for all of it (then use
-        ``send_data``)."""
-        st = self._streams.get(sid)
-        if st is None or st.local_closed:
-            raise StreamClosedError(f"stream {sid} is closed")
-        if size > st.send_window or size > self.config.max_frame or size == 0:
-            return False
-        self._out.append(HEADER.pack(VERSION, TYPE_DATA, self._take_ack(st), sid, size))
-        self._out += pieces
-        st.send_window -= size
-        return True
 
     def _take_ack(self, st: _Stream) -> int:
         if st.need_ack:

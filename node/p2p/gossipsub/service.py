@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from node.p2p.connection import Stream, StreamReset
 from node.p2p.gossipsub.frames import FrameParser
-from node.p2p.gossipsub.messages import RPC, Message, MessageIdFn, Verdict, content_message_id
+from node.p2p.gossipsub.messages import Message, MessageIdFn, Verdict, content_message_id
 from node.p2p.gossipsub.params import (
     MESH_PROTOCOLS,
     GossipParams,
@@ -43,7 +43,7 @@ from node.p2p.gossipsub.router import (
     Validate,
 )
 from node.p2p.gossipsub.signing import IdentitySigner, verify_message
-from node.p2p.gossipsub.wire import RPCDecodeError, decode_rpc, encode_rpc_pieces, max_rpc_size
+from node.p2p.gossipsub.wire import RPCDecodeError, decode_rpc, encode_rpc_framed, max_rpc_size
 from node.p2p.host import Host
 from node.p2p.multiaddr import MultiaddrError
 from node.p2p.multistream import MultistreamError
@@ -57,12 +57,6 @@ Validator = Callable[[PeerID, Message], Awaitable[Verdict]]
 MALFORMED_PENALTY = 10.0  # P7 counter; squared and weighted this graylists at once
 SLOW_PEER_PENALTY = 3.0
 MESH_TAG = "gossip-mesh"
-
-
-def _encode(rpc: RPC) -> tuple[list[bytes | memoryview], int]:
-    """The framed RPC as pieces (see ``encode_rpc_pieces``) and its total size."""
-    pieces = encode_rpc_pieces(rpc)
-    return pieces, sum(map(len, pieces))
 
 
 class PublishRejected(ValueError):
@@ -137,8 +131,8 @@ class Subscription:
 
 @dataclass(eq=False)
 class _PeerOut:
-    # Encoded RPCs (``encode_rpc_pieces``) with their size, in order.
-    chunks: deque[tuple[list[bytes | memoryview], int]] = field(default_factory=deque)
+    # Encoded RPCs (``encode_rpc_framed``), in order.
+    chunks: deque[bytes] = field(default_factory=deque)
     queued: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     drained: asyncio.Event = field(default_factory=asyncio.Event)
@@ -355,11 +349,11 @@ class GossipSub:
                     po.wake.clear()
                     await po.wake.wait()
                     continue
-                pieces, size = self._take_batch(po)
+                data = self._take_batch(po)
                 po.busy = True
-                await stream.write_pieces(pieces, size)
+                await stream.write(data)
                 po.busy = False
-                po.queued -= size
+                po.queued -= len(data)
                 if po.queued <= self.config.publish_low_water:
                     po.drained.set()
                     self._uncongest(peer)
@@ -376,37 +370,33 @@ class GossipSub:
             self._uncongest(peer)
             stream.reset()
 
-    def _take_batch(self, po: _PeerOut) -> tuple[list[bytes | memoryview], int]:
-        first, size = po.chunks.popleft()
+    def _take_batch(self, po: _PeerOut) -> bytes:
+        first = po.chunks.popleft()
+        size = len(first)
         limit = self.config.coalesce_bytes
-        if size >= limit or not po.chunks or po.chunks[0][1] >= limit:
-            return first, size
-        parts = list(first)  # ``first`` may be shared with other peers' queues
-        while po.chunks and size + po.chunks[0][1] <= limit:
-            more, n = po.chunks.popleft()
-            parts += more
-            size += n
-        return parts, size
+        if size >= limit or not po.chunks or len(po.chunks[0]) >= limit:
+            return first
+        parts = [first]
+        while po.chunks and size + len(po.chunks[0]) <= limit:
+            more = po.chunks.popleft()
+            parts.append(more)
+            size += len(more)
+        return b"".join(parts)
 
-    def _enqueue(self, peer: PeerID, pieces: list[bytes | memoryview], size: int) -> None:
+    def _enqueue(self, peer: PeerID, data: bytes) -> None:
         po = self._out.get(peer)
         if po is None or po.closed:
             self._count("send_to_closed_peer")
             return
-        if (
-            not po.chunks
-            and not po.busy
-            and po.stream is not None
-            and po.stream.try_write_pieces(pieces, size)
-        ):
+        if not po.chunks and not po.busy and po.stream is not None and po.stream.try_write(data):
             # Caught up and nothing to wait for: written at once, without waking the
             # writer task (which takes over as soon as the window or socket pushes back).
             return
-        if po.queued + size > self.config.max_queue_bytes:
+        if po.queued + len(data) > self.config.max_queue_bytes:
             self._slow_peer(peer, "outbound_queue_full")
             return
-        po.chunks.append((pieces, size))
-        po.queued += size
+        po.chunks.append(data)
+        po.queued += len(data)
         po.wake.set()
         if po.queued > self.config.publish_low_water:
             self._congested.add(peer)
@@ -515,18 +505,17 @@ class GossipSub:
     def _flush(self) -> None:
         router = self.router
         # A relayed message mostly goes out alone in each mesh peer's RPC, and those RPCs
-        # encode to the same pieces: encode once and share them (nobody mutates them). As
-        # pieces, each payload stays uncopied until the muxer assembles what is encrypted.
-        alone: dict[int, tuple[list[bytes | memoryview], int]] = {}
+        # encode to the same bytes: encode once and share them.
+        alone: dict[int, bytes] = {}
         for peer, rpc in router.take_outgoing():
             if len(rpc.publish) == 1 and not rpc.subscriptions and not rpc.has_control():
                 key = id(rpc.publish[0])  # the message stays alive in ``rpc`` meanwhile
                 enc = alone.get(key)
                 if enc is None:
-                    enc = alone[key] = _encode(rpc)
+                    enc = alone[key] = encode_rpc_framed(rpc)
             else:
-                enc = _encode(rpc)
-            self._enqueue(peer, *enc)
+                enc = encode_rpc_framed(rpc)
+            self._enqueue(peer, enc)
         for ev in router.take_events():
             if isinstance(ev, Deliver):
                 self._deliver(ev)

@@ -7,10 +7,7 @@ and is made with the author's identity key. Ed25519 peer IDs inline the public k
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from functools import lru_cache
-from typing import TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -23,42 +20,10 @@ SIGNING_PREFIX = b"libp2p-pubsub:"
 SIG_LEN = 64
 
 
-# Signing payloads up to this size are assembled in a per-thread buffer that is reused.
-SCRATCH_MAX = 4 * 1024 * 1024
-
-T = TypeVar("T")
-_scratch = threading.local()
-
-
 def signing_payload(msg: Message) -> bytes:
+    """``"libp2p-pubsub:" || fields 1-4``, joined: Ed25519 needs the message contiguous
+    (one copy of ``data``), and a fresh join costs no more than filling a reused buffer."""
     return b"".join([SIGNING_PREFIX, *signed_field_parts(msg)])
-
-
-def with_signing_payload(msg: Message, use: Callable[[bytes | memoryview], T]) -> T:
-    """``use(signing payload of msg)``, the payload assembled in a reused buffer.
-
-    Signing and verifying need the payload contiguous, i.e. one copy of ``data``. A fresh
-    buffer per message is a large allocation that is touched once and freed (in native
-    profiles of 100 KB messages, that join was the largest single non-crypto item of the
-    publisher and of the receivers); a warm, reused buffer saves the allocation and the
-    fresh memory. The view passed to ``use`` is only valid during the call; payloads over
-    SCRATCH_MAX get a transient buffer instead of pinning that much memory per thread.
-    """
-    parts = [SIGNING_PREFIX, *signed_field_parts(msg)]
-    total = sum(map(len, parts))
-    if total > SCRATCH_MAX:
-        return use(b"".join(parts))
-    buf: bytearray | None = getattr(_scratch, "buf", None)
-    if buf is None or len(buf) < total:
-        buf = _scratch.buf = bytearray(max(total, 2 * len(buf) if buf else 4096))
-    with memoryview(buf) as view:
-        pos = 0
-        for part in parts:
-            end = pos + len(part)
-            view[pos:end] = part
-            pos = end
-        with view[:total] as payload:
-            return use(payload)
 
 
 class IdentitySigner:
@@ -78,8 +43,8 @@ class IdentitySigner:
             msg.key = self._identity.public_key_proto()
         # The signing payload is not kept: the message keeps only ``data`` (which its
         # publisher handed us), so a burst of large messages held in the message cache
-        # costs one copy of each in memory, not two (fresh pages are page faults).
-        sig = with_signing_payload(msg, self._identity.sign)
+        # costs one copy of each in memory, not two.
+        sig = self._identity.sign(signing_payload(msg))
         if len(sig) != SIG_LEN:
             raise ValueError("identity signatures must be 64-byte Ed25519 signatures")
         msg.signature = sig
@@ -115,13 +80,8 @@ def verify_message(msg: Message) -> bool:
     author = _author_key(msg.from_, msg.key)
     if author is None:
         return False
-    signature = msg.signature
-
-    def check(payload: bytes | memoryview) -> bool:
-        try:
-            author.verify(signature, payload)
-        except (InvalidSignature, ValueError):
-            return False
-        return True
-
-    return with_signing_payload(msg, check)
+    try:
+        author.verify(msg.signature, signing_payload(msg))
+    except (InvalidSignature, ValueError):
+        return False
+    return True

@@ -41,22 +41,6 @@ def max_rpc_size(max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> int:
     return max_message_size + RPC_OVERHEAD
 
 
-def message_to_pb(msg: Message, *, for_signing: bool = False) -> rpc_pb2.Message:
-    m = rpc_pb2.Message()
-    if msg.from_ is not None:
-        setattr(m, "from", msg.from_)
-    m.data = msg.data
-    if msg.seqno is not None:
-        m.seqno = msg.seqno
-    m.topic = msg.topic
-    if not for_signing:
-        if msg.signature is not None:
-            m.signature = msg.signature
-        if msg.key is not None:
-            m.key = msg.key
-    return m
-
-
 def _field(tag: bytes, value: bytes | memoryview) -> bytes:
     """One small length-delimited field (tag, varint length, value) as a single bytes."""
     return tag + encode_uvarint(len(value)) + value
@@ -95,15 +79,10 @@ def trailer_parts(msg: Message) -> list[bytes | memoryview]:
     return [trailer] if trailer else []
 
 
-def encode_message(msg: Message) -> bytes:
-    """The wire encoding of a message."""
-    return b"".join(message_parts(msg))
-
-
 def message_parts(msg: Message) -> list[bytes | memoryview]:
     """The wire encoding of a message as pieces, ``data`` among them uncopied. RPC encoders
     splice these in, so relaying a message copies its data once per RPC and never keeps a
-    second full-size copy alive in the message cache (fresh memory costs page faults)."""
+    second full-size copy alive in the message cache."""
     return signed_field_parts(msg) + trailer_parts(msg)
 
 
@@ -113,33 +92,8 @@ def encode_rpc(rpc: RPC) -> bytes:
 
 def encode_rpc_framed(rpc: RPC) -> bytes:
     """The RPC with its varint length prefix, as written on a stream, in a single copy."""
-    return b"".join(encode_rpc_pieces(rpc))
-
-
-# Pieces shorter than this are merged with their neighbours in ``encode_rpc_pieces``.
-SMALL_PIECE = 1024
-
-
-def encode_rpc_pieces(rpc: RPC) -> list[bytes | memoryview]:
-    """``encode_rpc_framed`` as pieces whose concatenation is the framed RPC: each large
-    message ``data`` stays the caller's object, uncopied, and the small fields between them
-    are merged. Handed down as pieces (``Stream.write_pieces``), a 100 KB payload is copied
-    once on its way out, when the muxer assembles the buffer to encrypt, not twice.
-    """
     parts = _rpc_parts(rpc)
-    out: list[bytes | memoryview] = []
-    small: list[bytes | memoryview] = [encode_uvarint(sum(map(len, parts)))]
-    for part in parts:
-        if len(part) < SMALL_PIECE:
-            small.append(part)
-            continue
-        if small:
-            out.append(small[0] if len(small) == 1 else b"".join(small))
-            small = []
-        out.append(part)
-    if small:
-        out.append(small[0] if len(small) == 1 else b"".join(small))
-    return out
+    return b"".join([encode_uvarint(sum(map(len, parts))), *parts])
 
 
 def _rpc_parts(rpc: RPC) -> list[bytes | memoryview]:
@@ -181,6 +135,9 @@ def _control_bytes(rpc: RPC) -> bytes:
 
 
 def _topic(value: str, what: str) -> str:
+    # The runtime does not check proto2 strings: one that is not UTF-8 comes back as bytes.
+    if not isinstance(value, str):
+        raise RPCDecodeError(f"{what}: topic is not UTF-8")
     if not value or len(value) > MAX_TOPIC_LEN:
         raise RPCDecodeError(f"{what}: topic empty or longer than {MAX_TOPIC_LEN}")
     return value
@@ -193,13 +150,10 @@ def _ids(values: list[bytes], what: str) -> list[bytes]:
     return list(values)
 
 
-def decode_rpc(data: bytes, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> RPC:
+def decode_rpc(data: bytes | memoryview, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> RPC:
     """Parse and bound one RPC; raises RPCDecodeError and nothing else."""
     if len(data) > max_rpc_size(max_message_size):
         raise RPCDecodeError(f"RPC of {len(data)} bytes exceeds the limit")
-    fast = _decode_fast(data, max_message_size)
-    if fast is not None:
-        return fast
     try:
         pb = rpc_pb2.RPC.FromString(data)
         return _convert(pb, max_message_size)
@@ -207,128 +161,6 @@ def decode_rpc(data: bytes, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) ->
         raise
     except (DecodeError, ValueError, TypeError, UnicodeError, RuntimeError) as e:
         raise RPCDecodeError(f"malformed RPC protobuf: {e}") from e
-
-
-# Tag bytes of Message fields 1-6 (from, data, seqno, topic, signature, key), all
-# length-delimited, mapped to the field number.
-_MESSAGE_TAGS = {0x0A: 1, 0x12: 2, 0x1A: 3, 0x22: 4, 0x2A: 5, 0x32: 6}
-
-
-def _decode_fast(data: bytes | memoryview, max_message_size: int) -> RPC | None:
-    """The RPC when its messages are well-formed and canonically encoded (each field at most
-    once, in field-number order, as every libp2p implementation writes them), else None and
-    the protobuf runtime decides.
-
-    A relay's bulk traffic is such RPCs, and this skips building a protobuf object and
-    copying each payload twice (into it and out of it): ``data`` is copied once, out of the
-    received frame. Subscriptions and control (an IDONTWANT or GRAFT riding with a message)
-    are small: their fields alone go to the protobuf runtime, which parses them exactly as
-    it would within the whole RPC (repeated fields keep their order, a repeated ``control``
-    merges). Anything unusual (unknown top-level fields, messages with unknown, repeated or
-    out-of-order fields, bad lengths, non-UTF-8 topics, limits exceeded) falls back to the
-    full decoder, so both paths accept and reject exactly the same inputs with the same
-    results.
-    """
-    view = memoryview(data)
-    n = len(view)
-    pos = 0
-    out: list[Message] = []
-    rest: list[memoryview] = []  # the subscription and control fields, tag included
-    tags = _MESSAGE_TAGS
-    while pos < n:
-        tag = view[pos]
-        if tag != 0x12:
-            if tag != 0x0A and tag != 0x1A:
-                return None
-            head = _fast_varint(view, pos + 1, n)
-            if head is None or head[0] + head[1] > n:
-                return None
-            end = head[0] + head[1]
-            rest.append(view[pos:end])
-            pos = end
-            continue
-        head = _fast_varint(view, pos + 1, n)
-        if head is None:
-            return None
-        length, pos = head
-        end = pos + length
-        if end > n:
-            return None
-        fields: list[bytes | None] = [None] * 7
-        last = 0
-        first = pos
-        data_at = data_end = signed_end = 0  # where data's value starts and ends; field 4 ends
-        while pos < end:
-            num = tags.get(view[pos], 0)
-            if num <= last:
-                return None  # unknown tag, or a field out of order or repeated
-            head = _fast_varint(view, pos + 1, end)
-            if head is None:
-                return None
-            length, pos = head
-            stop = pos + length
-            if stop > end:
-                return None
-            fields[num] = bytes(view[pos:stop])
-            if num == 2:
-                data_at, data_end = pos, stop
-            elif num == 4:
-                signed_end = stop
-            pos = stop
-            last = num
-        topic_raw = fields[4]
-        payload = fields[2]
-        if payload is None:
-            payload = b""
-        if not topic_raw or len(topic_raw) > MAX_TOPIC_LEN or len(payload) > max_message_size:
-            return None
-        try:
-            topic = topic_raw.decode()
-        except UnicodeDecodeError:
-            return None
-        msg = Message(topic, payload, fields[1], fields[3], fields[5], fields[6])
-        if data_end:
-            # Canonical input (minimal varints, fields in order, each once) re-encodes to
-            # exactly these bytes: keep them instead of encoding fields 1-4 again to verify
-            # the signature and to relay the message.
-            msg.encoded = EncodedFields(
-                topic,
-                payload,
-                msg.from_,
-                msg.seqno,
-                bytes(view[first:data_at]),
-                bytes(view[data_end:signed_end]),
-            )
-        out.append(msg)
-    if not rest:
-        return RPC(publish=out)
-    try:
-        rpc = _convert(rpc_pb2.RPC.FromString(b"".join(rest)), max_message_size)
-    except (DecodeError, ValueError, TypeError, RuntimeError):
-        return None  # the full decoder raises the same error for the whole RPC
-    rpc.publish = out
-    return rpc
-
-
-def _fast_varint(view: memoryview, pos: int, end: int) -> tuple[int, int] | None:
-    """A length varint of at most 4 bytes (anything longer exceeds every size limit);
-    None when it is longer, truncated or overlong, for the full decoder to judge."""
-    if pos >= end:
-        return None
-    b = view[pos]
-    if b < 0x80:
-        return b, pos + 1
-    result = b & 0x7F
-    for i, shift in ((pos + 1, 7), (pos + 2, 14), (pos + 3, 21)):
-        if i >= end:
-            return None
-        b = view[i]
-        if b < 0x80:
-            if b == 0:
-                return None
-            return result | b << shift, i + 1
-        result |= (b & 0x7F) << shift
-    return None
 
 
 def _convert(pb: rpc_pb2.RPC, max_message_size: int) -> RPC:
@@ -342,12 +174,13 @@ def _convert(pb: rpc_pb2.RPC, max_message_size: int) -> RPC:
     for m in pb.publish:
         if not m.HasField("topic"):
             raise RPCDecodeError("message without topic")
-        if len(m.data) > max_message_size:
-            raise RPCDecodeError(f"message of {len(m.data)} bytes exceeds {max_message_size}")
+        data = m.data  # a new bytes object at each access: read it once
+        if len(data) > max_message_size:
+            raise RPCDecodeError(f"message of {len(data)} bytes exceeds {max_message_size}")
         out.publish.append(
             Message(
                 topic=_topic(m.topic, "message"),
-                data=m.data,
+                data=data,
                 from_=getattr(m, "from") if m.HasField("from") else None,
                 seqno=m.seqno if m.HasField("seqno") else None,
                 signature=m.signature if m.HasField("signature") else None,

@@ -380,26 +380,25 @@ async def test_new_stream_can_dial_known_peers(make_host: MakeHost) -> None:
         await a.new_stream(gone, ["/echo/1"], dial=True)
 
 
-async def test_write_pieces_sends_their_concatenation(make_host: MakeHost) -> None:
-    """Pieces that fit one yamux frame go out unjoined; larger ones are joined and written
-    as ``write`` does; either way the reader sees exactly their concatenation."""
+async def test_try_write_sends_at_once_or_not_at_all(make_host: MakeHost) -> None:
+    """``try_write`` sends all of its data at once when nothing has to wait (more than one
+    yamux frame of it too), and nothing on a stream closed for writing; the reader sees
+    exactly what was written."""
     a, b = await make_host(), await make_host()
     b.set_stream_handler("/echo/1", echo)
     peer = await a.connect(dial_addr(b))
     s = await a.new_stream(peer, ["/echo/1"])
-    small: list[bytes | memoryview] = [b"head", bytes(range(256)) * 300, memoryview(b"--t--")[2:3]]
-    size = sum(map(len, small))
-    assert s.try_write_pieces(small, size)
-    assert await s.readexactly(size) == b"".join(small)
-    big: list[bytes | memoryview] = [b"x", bytes(300_000), b"y"]  # beyond one 256 KiB frame
-    assert not s.try_write_pieces(big, 300_002)
-    await s.write_pieces(big, 300_002)
-    assert await s.readexactly(300_002) == b"".join(big)
-    await s.write_pieces(small, size)
-    assert await s.readexactly(size) == b"".join(small)
+    small = bytes(range(256)) * 300
+    assert s.try_write(small)
+    assert await s.readexactly(len(small)) == small
+    big = b"x" + bytes(300_000) + b"y"  # beyond one 256 KiB frame
+    assert s.try_write(big)
+    assert await s.readexactly(len(big)) == big
+    await s.write(small)
+    assert await s.readexactly(len(small)) == small
     await s.close()
     assert await s.read() == b""
-    assert not s.try_write_pieces(small, size)  # closed for writing
+    assert not s.try_write(small)  # closed for writing
 
 
 def test_wire_protocol_reads_into_one_reused_buffer() -> None:
@@ -422,12 +421,12 @@ def test_wire_protocol_reads_into_one_reused_buffer() -> None:
     assert got == [b"helloxyz", b"more"]
 
 
-async def test_write_pieces_that_outgrow_the_window_go_out_as_it_opens(
+async def test_a_write_that_outgrows_the_window_goes_out_as_it_opens(
     make_host: MakeHost,
 ) -> None:
-    """Pieces larger than what is left of the peer's window are not held back until all
-    of them fit (a peer may grant window only after receiving more): they are sent as the
-    window allows, like ``write``."""
+    """Data larger than what is left of the peer's window is not held back until all of
+    it fits (a peer may grant window only after receiving more): it is sent as the window
+    allows."""
     from node.p2p.yamux import YamuxConfig
 
     window = 256 * 1024
@@ -446,12 +445,11 @@ async def test_write_pieces_that_outgrow_the_window_go_out_as_it_opens(
     s = await a.new_stream(peer, ["/lazy/1"])
     # The reader grants window back once it has consumed half of it (128 KiB): after the
     # first 100 KB it never would, if the second write waited for room for all of itself.
-    first: list[bytes | memoryview] = [b"a" * 100_000]
-    second: list[bytes | memoryview] = [b"<", b"b" * 200_000, b">"]
-    await s.write_pieces(first, 100_000)
-    task = asyncio.create_task(s.write_pieces(second, 200_002))
+    await s.write(b"a" * 100_000)
+    task = asyncio.create_task(s.write(b"<" + b"b" * 200_000 + b">"))
+    # The rest of the window goes out, and the write waits for more.
     await wait_for(lambda: window_used_up(s), what="the window used up")
-    assert not task.done()  # the rest of the window went out; waiting for more
+    assert not task.done()
     gate.set()
     await asyncio.wait_for(task, 10)
     await s.close()

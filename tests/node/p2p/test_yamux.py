@@ -242,32 +242,26 @@ def test_any_chunking_delivers_the_same_streams(
     assert sorted(ended) == sorted(closed)
 
 
-def test_send_pieces_is_one_frame_of_their_concatenation() -> None:
-    c, s = pair()
-    sid = c.open_stream()
-    pump(c, s)
-    body = b"abcd" + b"ef" * 1000
-    assert c.send_pieces(sid, [b"ab", memoryview(b"xcdx")[1:3], b"ef" * 1000], len(body))
-    wire = c.data_to_send()
-    assert wire == frame(y.TYPE_DATA, 0, sid, len(body), body)
-    assert s.receive_data(wire) == [y.StreamData(sid, body)]
-    assert c.send_window(sid) == y.INITIAL_WINDOW - len(body)
-
-
-def test_send_pieces_refuses_what_does_not_fit_and_queues_nothing() -> None:
+def test_send_data_cuts_frames_and_stops_at_the_window() -> None:
     c, s = pair(max_frame=1024)
     sid = c.open_stream()
     pump(c, s)
-    assert not c.send_pieces(sid, [bytes(1025)], 1025)  # larger than one frame
-    assert not c.send_pieces(sid, [], 0)
-    assert c.send_data(sid, bytes(y.INITIAL_WINDOW - 100)) == y.INITIAL_WINDOW - 100
+    body = bytes(range(256)) * 10
+    assert c.send_data(sid, memoryview(b"<" + body + b">")[1:-1]) == len(body)
+    wire = c.data_to_send()
+    assert wire == b"".join(
+        frame(y.TYPE_DATA, 0, sid, len(body[o : o + 1024]), body[o : o + 1024])
+        for o in range(0, len(body), 1024)
+    )
+    assert s.receive_data(wire) == [y.StreamData(sid, body[o : o + 1024]) for o in (0, 1024, 2048)]
+    assert c.send_window(sid) == y.INITIAL_WINDOW - len(body)
+    assert c.send_data(sid, bytes(y.INITIAL_WINDOW)) == y.INITIAL_WINDOW - len(body)
     c.data_to_send()
-    assert not c.send_pieces(sid, [bytes(200)], 200)  # larger than the send window
-    assert c.data_to_send() == b"" and c.send_window(sid) == 100
-    assert c.send_pieces(sid, [bytes(100)], 100)
+    assert c.send_data(sid, b"more") == 0  # the window is used up: nothing is queued
+    assert c.data_to_send() == b"" and c.send_window(sid) == 0
     c.close_stream(sid)
     with pytest.raises(y.StreamClosedError):
-        c.send_pieces(sid, [b"x"], 1)
+        c.send_data(sid, b"x")
 
 
 @given(st.lists(st.integers(0, 5000), max_size=8), st.integers(1, 7000))

@@ -37,7 +37,7 @@ async def _exchange(ours: GossipSub, theirs: PyLibp2pPeer) -> None:
             except TimeoutError:
                 continue
     assert topic == T and data.startswith(payload)
-    # A large message: its payload travels in Noise frames of its own (encrypt_pieces).
+    # A large message: its RPC spans several Noise frames.
     big = bytes(range(256)) * 800
     await ours.publish(T, big)
     async with asyncio.timeout(20):
