@@ -25,13 +25,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from consensus.block import Block
 from consensus.types import Commit, Validator
 from node.core.codec import Record
-
-if TYPE_CHECKING:
-    from consensus.app import Block
 
 __all__ = [
     "BlockCommitted",

@@ -9,7 +9,7 @@ and its FL rounds keep moving.
 
 from __future__ import annotations
 
-from consensus.app import Block
+from consensus.block import Block
 from consensus.engine import (
     BlockCommitted,
     Checkpoint,

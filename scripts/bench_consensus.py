@@ -18,7 +18,7 @@ import statistics
 import time
 from collections import deque
 
-from consensus.app import Block
+from consensus.block import Block
 from consensus.engine import (
     BlockCommitted,
     Broadcast,

@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from consensus.app import AppConnector, Block, PrepareProposalRequest
+from consensus.app import AppConnector, PrepareProposalRequest
+from consensus.block import Block
 from consensus.engine import (
     Broadcast,
     Checkpoint,

@@ -33,7 +33,7 @@ from enum import IntEnum
 from functools import lru_cache
 from typing import Any
 
-from consensus.app import Block
+from consensus.block import Block
 from consensus.engine import (
     BlockCommitted,
     Broadcast,

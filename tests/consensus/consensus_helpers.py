@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from consensus.app import Block
+from consensus.block import Block
 from consensus.engine import Broadcast, Effect
 from consensus.privval import GuardedSigner, MemoryStateStore
 from consensus.registry import EngineConfig

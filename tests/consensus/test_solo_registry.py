@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from consensus.app import AppConnector, Block
+from consensus.app import AppConnector
+from consensus.block import Block
 from consensus.engine import (
     BlockCommitted,
     Checkpoint,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consensus.app import Block
+from consensus.block import Block
 from consensus.engine import (
     BlockCommitted,
     Broadcast,
