@@ -30,6 +30,7 @@ from consensus.engine import (
     Checkpoint,
     CommitBlock,
     Effect,
+    EngineConfig,
     Event,
     EvidenceFound,
     MessageReceived,
@@ -39,7 +40,6 @@ from consensus.engine import (
     TimeoutFired,
 )
 from consensus.privval import GuardedSigner, MemoryStateStore
-from consensus.registry import EngineConfig
 from consensus.sim.app import SimApp, is_valid
 from consensus.tendermint.engine import TendermintEngine, Timeouts
 from consensus.tendermint.messages import Envelope, ProposalMsg, VoteMsg

@@ -28,10 +28,10 @@ Beyond the paper, four things a real network needs:
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from enum import IntEnum
 from functools import lru_cache
-from typing import Any
 
 from consensus.block import Block
 from consensus.engine import (
@@ -41,6 +41,7 @@ from consensus.engine import (
     CommitBlock,
     Effect,
     Engine,
+    EngineConfig,
     Event,
     EvidenceFound,
     MessageReceived,
@@ -54,9 +55,11 @@ from consensus.engine import (
     Start,
     TimeoutFired,
     TxsAvailable,
+    Verifier,
 )
+from consensus.options import OptionSchema, Seconds
 from consensus.privval import Signer
-from consensus.registry import EngineConfig, Verifier
+from consensus.spec import EngineSpec
 from consensus.tendermint.messages import (
     DecisionMsg,
     Envelope,
@@ -78,7 +81,7 @@ from consensus.types import (
 )
 from node.core.codec import CodecError, sha256
 
-__all__ = ["Step", "TendermintEngine", "Timeouts"]
+__all__ = ["ENGINE", "OPTIONS", "Step", "TendermintEngine", "Timeouts"]
 
 # Votes and proposals further ahead than this many rounds are dropped: it bounds the
 # memory a validator can make us spend by signing votes for absurd rounds.
@@ -131,15 +134,20 @@ class Timeouts:
     empty_blocks: float = 0.0  # 0: never wait for transactions before a height's round 0
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> Timeouts:
-        fields = cls.__dataclass_fields__
-        kwargs = {}
-        for k, v in options.items():
-            if k.startswith("timeout_") and k[8:] in fields:
-                if not isinstance(v, int | float) or v < 0:
-                    raise ValueError(f"{k} must be a non-negative number of seconds")
-                kwargs[k[8:]] = float(v)
-        return cls(**kwargs)
+    def from_options(cls, options: Mapping[str, object]) -> Timeouts:
+        """Genesis options ``timeout_<field>`` (see OPTIONS); absent ones keep defaults."""
+        OPTIONS.check(options)
+        return cls(**{o.name.removeprefix("timeout_"): o.read(options) for o in TIMEOUT_OPTIONS})
+
+    def options(self) -> dict[str, float]:
+        """These timeouts as engine options (what ``from_options`` reads back)."""
+        return {f"timeout_{k}": v for k, v in asdict(self).items()}
+
+
+# Tendermint's genesis options are exactly its timeouts, so the schema is derived from the
+# dataclass above: one declaration of names and defaults.
+TIMEOUT_OPTIONS = tuple(Seconds(k, v) for k, v in Timeouts().options().items())
+OPTIONS = OptionSchema(*TIMEOUT_OPTIONS)
 
 
 class VoteSet:
@@ -186,7 +194,7 @@ class TendermintEngine(Engine):
         self.chain_id = config.chain_id
         self.signer: Signer = config.signer
         self.verifier: Verifier = config.verifier
-        self.timeouts = Timeouts.from_options(dict(config.options))
+        self.timeouts = Timeouts.from_options(config.options)
         self.me = self.signer.address
         if config.recovery is not None:
             cp = TendermintCheckpoint.decode(config.recovery)
@@ -782,3 +790,6 @@ class TendermintEngine(Engine):
     def fingerprint(self) -> bytes:
         """A digest of the decided blocks this engine still remembers (for tests)."""
         return sha256(b"".join(b.hash for b, _ in self.decisions.values()))
+
+
+ENGINE = EngineSpec("tendermint", TendermintEngine, OPTIONS)

@@ -9,7 +9,9 @@ checks (types, bounds, lengths) -> cross-field validation, and every failure is 
 
 Parameters left open to other layers (the consensus engine's parameters, the aggregation
 rule's parameters) are opaque maps of ints and strings, encoded canonically as sorted
-``Param`` lists.
+``Param`` lists. The engine and its parameters are checked against the schema the engine
+declares in ``consensus.registry``, so a genesis naming an unknown engine or option fails
+to load rather than the node failing at start.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any
 
+from consensus.registry import OptionError, UnknownEngineError, check_options
 from consensus.types import MAX_VALIDATORS, ChainId
 from node.core.codec import (
     I64,
@@ -189,6 +192,12 @@ class Genesis(Record):
             raise GenesisError("fl.min_updates: must be at least 1")
         if self.fl.max_update_bytes < 1:
             raise GenesisError("fl.max_update_bytes: must be at least 1")
+        try:
+            check_options(self.consensus_engine, self.consensus_params_dict)
+        except UnknownEngineError as e:
+            raise GenesisError(f"consensus_engine: {e}") from e
+        except OptionError as e:
+            raise GenesisError(f"consensus_params.{e}") from e
 
     # ----------------------------------------------------------------- JSON
 
