@@ -238,6 +238,13 @@ class Engine(ABC):
     def height(self) -> int:
         """The height the engine is currently deciding."""
 
+    @property
+    def round(self) -> int:
+        """The round of ``height`` the engine is in; engines without rounds stay at 0.
+
+        For observers (the simulator's liveness measurements); nothing depends on it."""
+        return 0
+
     @abstractmethod
     def handle(self, event: Event) -> list[Effect]:
         """Consume one event. Never raises for bad network input: junk is dropped."""

@@ -1,7 +1,7 @@
 """Engines by name, so genesis picks one and node code never imports a concrete engine.
 
 This is the one way in. An engine lives in its own module (or package) that declares
-``ENGINE = consensus.spec.EngineSpec(name, build, options, ...)``, and its module path is
+``ENGINE = consensus.spec.EngineSpec(name, build, options, sim)``, and its module path is
 listed in ``ENGINE_MODULES``; everything else (genesis validation, the node, the
 simulator and its scripts) looks engines up here by name. Engine modules are imported on
 first use, so the node depends only on this module, ``consensus.engine`` and
@@ -30,10 +30,10 @@ __all__ = [
     "engine_spec",
 ]
 
-# One module per engine, each with a module-level ``ENGINE: EngineSpec``.
+# One module (or package) per engine, each with a module-level ``ENGINE: EngineSpec``.
 ENGINE_MODULES: tuple[str, ...] = (
     "consensus.solo",
-    "consensus.tendermint.engine",
+    "consensus.tendermint",
 )
 
 

@@ -9,6 +9,8 @@ and its FL rounds keep moving.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from consensus.block import Block
 from consensus.engine import (
     BlockCommitted,
@@ -26,11 +28,12 @@ from consensus.engine import (
     TxsAvailable,
 )
 from consensus.options import OptionSchema, Seconds
-from consensus.spec import EngineSpec
+from consensus.spec import BlockMaker, EngineSpec
 from consensus.types import Commit, CommitSig, VoteType
 from node.core.codec import U64, CodecError, Record
+from node.core.crypto import PrivateKey
 
-__all__ = ["ENGINE", "OPTIONS", "SoloCheckpoint", "SoloEngine", "SoloSigningError"]
+__all__ = ["ENGINE", "OPTIONS", "SoloCheckpoint", "SoloEngine", "SoloSigningError", "SoloSim"]
 
 HEARTBEAT = "heartbeat"
 # An idle chain still cuts a block this often, so FL rounds keep moving.
@@ -127,4 +130,18 @@ class SoloEngine(Engine):
         out.append(CommitBlock(height, block, commit))
 
 
-ENGINE = EngineSpec("solo", SoloEngine, OPTIONS)
+class SoloSim:
+    """The simulator's adapter: one validator has no one to equivocate to, and the
+    default heartbeat is already short in simulated time."""
+
+    sizes = (1,)
+
+    @property
+    def options(self) -> Mapping[str, object]:
+        return {}
+
+    def twin(self, data: bytes, key: PrivateKey, new_block: BlockMaker) -> bytes | None:
+        return None
+
+
+ENGINE = EngineSpec("solo", SoloEngine, OPTIONS, SoloSim())

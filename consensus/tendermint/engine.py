@@ -61,7 +61,6 @@ from consensus.engine import (
 )
 from consensus.options import OptionSchema, Seconds
 from consensus.privval import Signer
-from consensus.spec import EngineSpec
 from consensus.tendermint.catchup import CATCHUP_BATCH, KEEP_DECISIONS, Catchup
 from consensus.tendermint.height import HeightState, Step
 from consensus.tendermint.messages import (
@@ -84,7 +83,7 @@ from consensus.types import (
 )
 from node.core.codec import CodecError
 
-__all__ = ["ENGINE", "KEEP_DECISIONS", "OPTIONS", "Step", "TendermintEngine", "Timeouts"]
+__all__ = ["KEEP_DECISIONS", "OPTIONS", "Step", "TendermintEngine", "Timeouts"]
 
 # Votes and proposals further ahead than this many rounds are dropped: it bounds the
 # memory a validator can make us spend by signing votes for absurd rounds.
@@ -658,6 +657,3 @@ class TendermintEngine(Engine):
             self.last_commit,
             last[0].data if last is not None else b"",
         )
-
-
-ENGINE = EngineSpec("tendermint", TendermintEngine, OPTIONS)
