@@ -9,8 +9,6 @@ and its FL rounds keep moving.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from consensus.block import Block
 from consensus.engine import (
     BlockCommitted,
@@ -28,12 +26,11 @@ from consensus.engine import (
     TxsAvailable,
 )
 from consensus.options import OptionSchema, Seconds
-from consensus.spec import BlockMaker, EngineSpec
+from consensus.spec import BasicSimAdapter, EngineSpec
 from consensus.types import Commit, CommitSig, VoteType
 from node.core.codec import U64, CodecError, Record
-from node.core.crypto import PrivateKey
 
-__all__ = ["ENGINE", "OPTIONS", "SoloCheckpoint", "SoloEngine", "SoloSigningError", "SoloSim"]
+__all__ = ["ENGINE", "OPTIONS", "SoloCheckpoint", "SoloEngine", "SoloSigningError"]
 
 HEARTBEAT = "heartbeat"
 # An idle chain still cuts a block this often, so FL rounds keep moving.
@@ -130,18 +127,6 @@ class SoloEngine(Engine):
         out.append(CommitBlock(height, block, commit))
 
 
-class SoloSim:
-    """The simulator's adapter: one validator has no one to equivocate to, and the
-    default heartbeat is already short in simulated time."""
-
-    sizes = (1,)
-
-    @property
-    def options(self) -> Mapping[str, object]:
-        return {}
-
-    def twin(self, data: bytes, key: PrivateKey, new_block: BlockMaker) -> bytes | None:
-        return None
-
-
-ENGINE = EngineSpec("solo", SoloEngine, OPTIONS, SoloSim())
+# In the simulator: one validator, who has no one to equivocate to; the default heartbeat
+# is already short in simulated time.
+ENGINE = EngineSpec("solo", SoloEngine, OPTIONS, BasicSimAdapter(sizes=(1,)))

@@ -9,7 +9,7 @@ node and the simulator all learn about an engine from this one place.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from consensus.block import Block
@@ -17,7 +17,7 @@ from consensus.engine import Engine, EngineConfig
 from consensus.options import OptionSchema
 from node.core.crypto import PrivateKey
 
-__all__ = ["BlockMaker", "EngineSpec", "SimAdapter"]
+__all__ = ["BasicSimAdapter", "BlockMaker", "EngineSpec", "SimAdapter"]
 
 # (height, round, proposer address) -> a block the (simulated) application builds.
 BlockMaker = Callable[[int, int, bytes], Block]
@@ -51,6 +51,18 @@ class SimAdapter(Protocol):
         another block, a proposal of a block from ``new_block``), or None when ``data``
         has no conflicting twin."""
         ...
+
+
+@dataclass(frozen=True)
+class BasicSimAdapter:
+    """A SimAdapter for an engine whose messages have no conflicting twins (or that sends
+    none, like a single-validator engine): just its options and sizes."""
+
+    sizes: tuple[int, ...]
+    options: Mapping[str, object] = field(default_factory=dict)
+
+    def twin(self, data: bytes, key: PrivateKey, new_block: BlockMaker) -> bytes | None:
+        return None
 
 
 @dataclass(frozen=True)

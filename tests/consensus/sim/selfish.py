@@ -5,8 +5,6 @@ name and that its checkers catch a fork whatever engine produced it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from consensus.engine import (
     BlockCommitted,
     CommitBlock,
@@ -21,9 +19,8 @@ from consensus.engine import (
     TimeoutFired,
 )
 from consensus.options import OptionSchema
-from consensus.spec import BlockMaker, EngineSpec
+from consensus.spec import BasicSimAdapter, EngineSpec
 from consensus.types import Commit
-from node.core.crypto import PrivateKey
 
 __all__ = ["ENGINE", "MODULE"]
 
@@ -57,15 +54,4 @@ class SelfishEngine(Engine):
         return []
 
 
-class SelfishSim:
-    sizes = (4,)
-
-    @property
-    def options(self) -> Mapping[str, object]:
-        return {}
-
-    def twin(self, data: bytes, key: PrivateKey, new_block: BlockMaker) -> bytes | None:
-        return None
-
-
-ENGINE = EngineSpec("selfish", SelfishEngine, OPTIONS, SelfishSim())
+ENGINE = EngineSpec("selfish", SelfishEngine, OPTIONS, BasicSimAdapter(sizes=(4,)))

@@ -54,12 +54,8 @@ def _sent(out: list[Effect]) -> list[object]:
 
 
 def test_lagging_peer_gets_the_decision_and_catches_up() -> None:
-    n = Node()
+    n, _ = _decided_node()
     x = block("x")
-    n.propose(0, x)
-    n.votes(0, PV, x.hash)
-    n.votes(0, PC, x.hash)
-    n.e.handle(BlockCommitted(1, b"app"))
     out = n.e.handle(MessageReceived("slow", Envelope(StatusMsg(1, 0)).encode()))
     (send,) = of_type(out, SendTo)
     decision = Envelope.decode(send.data).msg
@@ -74,12 +70,7 @@ def test_lagging_peer_gets_the_decision_and_catches_up() -> None:
 
 
 def test_forged_decision_is_rejected() -> None:
-    n = Node()
-    x = block("x")
-    n.propose(0, x)
-    n.votes(0, PV, x.hash)
-    n.votes(0, PC, x.hash)
-    n.e.handle(BlockCommitted(1, b"app"))
+    n, _ = _decided_node()
     send = of_type(n.e.handle(MessageReceived("s", Envelope(StatusMsg(1, 0)).encode())), SendTo)
     msg = Envelope.decode(send[0].data).msg
     assert isinstance(msg, DecisionMsg)
