@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from consensus.block import Block
 from consensus.engine import (
     BlockCommitted,
     CommitBlock,
@@ -33,14 +34,6 @@ __all__ = [
     "FinalizeResult",
     "PrepareProposalRequest",
 ]
-
-
-@dataclass(frozen=True)
-class Block:
-    """An application block as the engine sees it: an identifier and opaque bytes."""
-
-    hash: bytes
-    data: bytes
 
 
 @dataclass(frozen=True)

@@ -24,14 +24,14 @@ Driving an engine (what the node does, and what consensus.sim.network does):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
-from consensus.types import Commit, Validator
+from consensus.block import Block
+from consensus.privval import Signer
+from consensus.types import Commit, Validator, ValidatorSet
 from node.core.codec import Record
-
-if TYPE_CHECKING:
-    from consensus.app import Block
+from node.core.crypto import verify
 
 __all__ = [
     "BlockCommitted",
@@ -40,6 +40,7 @@ __all__ = [
     "CommitBlock",
     "Effect",
     "Engine",
+    "EngineConfig",
     "Event",
     "EvidenceFound",
     "MessageReceived",
@@ -52,6 +53,7 @@ __all__ = [
     "Start",
     "TimeoutFired",
     "TxsAvailable",
+    "Verifier",
 ]
 
 # A peer is whatever the transport uses to name a connection (libp2p peer id, sim index).
@@ -203,13 +205,45 @@ Effect = (
 )
 
 
+Verifier = Callable[[bytes, bytes, bytes], bool]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything an engine is built from; ``options`` holds its settings from genesis
+    (checked against the schema the engine declares, see ``consensus.spec``)."""
+
+    chain_id: str
+    signer: Signer
+    # The validator set of ``initial_height`` (the genesis set when starting fresh).
+    validators: ValidatorSet
+    initial_height: int = 1
+    # The latest Checkpoint.data the engine emitted, when restarting.
+    recovery: bytes | None = None
+    options: Mapping[str, object] = field(default_factory=dict)
+    # (public_key, signature, message) -> bool. Injected so a simulator running many
+    # nodes in one process can share a memo; defaults to node.core.crypto.verify.
+    verifier: Verifier = verify
+
+
 class Engine(ABC):
-    """A consensus engine: feed it events, perform the effects it returns, in order."""
+    """A consensus engine: feed it events, perform the effects it returns, in order.
+
+    Build one with ``consensus.registry.create_engine(name, EngineConfig(...))``; a new
+    engine is registered as described in ``consensus.registry``.
+    """
 
     @property
     @abstractmethod
     def height(self) -> int:
         """The height the engine is currently deciding."""
+
+    @property
+    def round(self) -> int:
+        """The round of ``height`` the engine is in; engines without rounds stay at 0.
+
+        For observers (the simulator's liveness measurements); nothing depends on it."""
+        return 0
 
     @abstractmethod
     def handle(self, event: Event) -> list[Effect]:

@@ -9,13 +9,14 @@ and its FL rounds keep moving.
 
 from __future__ import annotations
 
-from consensus.app import Block
+from consensus.block import Block
 from consensus.engine import (
     BlockCommitted,
     Checkpoint,
     CommitBlock,
     Effect,
     Engine,
+    EngineConfig,
     Event,
     ProposalReady,
     RequestProposal,
@@ -24,13 +25,17 @@ from consensus.engine import (
     TimeoutFired,
     TxsAvailable,
 )
-from consensus.registry import EngineConfig
+from consensus.options import OptionSchema, Seconds
+from consensus.spec import BasicSimAdapter, EngineSpec
 from consensus.types import Commit, CommitSig, VoteType
 from node.core.codec import U64, CodecError, Record
 
-__all__ = ["SoloCheckpoint", "SoloEngine", "SoloSigningError"]
+__all__ = ["ENGINE", "OPTIONS", "SoloCheckpoint", "SoloEngine", "SoloSigningError"]
 
 HEARTBEAT = "heartbeat"
+# An idle chain still cuts a block this often, so FL rounds keep moving.
+HEARTBEAT_PERIOD = Seconds(HEARTBEAT, 1.0, positive=True)
+OPTIONS = OptionSchema(HEARTBEAT_PERIOD)
 
 
 class SoloSigningError(RuntimeError):
@@ -47,11 +52,10 @@ class SoloEngine(Engine):
         vals = config.validators.validators
         if len(vals) != 1 or vals[0].address != config.signer.address:
             raise ValueError("the solo engine needs exactly one validator: this node's key")
+        OPTIONS.check(config.options)
         self.chain_id = config.chain_id
         self.signer = config.signer
-        self.heartbeat = float(config.options.get("heartbeat", 1.0))
-        if self.heartbeat <= 0:
-            raise ValueError("heartbeat must be positive")
+        self.heartbeat = HEARTBEAT_PERIOD.read(config.options)
         self._height = config.initial_height
         self.last_commit: Commit | None = None
         if config.recovery is not None:
@@ -121,3 +125,8 @@ class SoloEngine(Engine):
         commit = Commit(height, round, block.hash, (CommitSig(vote.validator, vote.signature),))
         self.last_commit = commit
         out.append(CommitBlock(height, block, commit))
+
+
+# In the simulator: one validator, who has no one to equivocate to; the default heartbeat
+# is already short in simulated time.
+ENGINE = EngineSpec("solo", SoloEngine, OPTIONS, BasicSimAdapter(sizes=(1,)))

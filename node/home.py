@@ -200,10 +200,12 @@ def _check_fl_options(model: str, partition: str) -> None:
 
 
 def _check_engine(engine: str) -> None:
-    from consensus.registry import engine_names
+    from consensus.registry import UnknownEngineError, engine_spec
 
-    if engine not in engine_names():
-        raise HomeError(f"unknown consensus engine {engine!r}; known: {', '.join(engine_names())}")
+    try:
+        engine_spec(engine)
+    except UnknownEngineError as e:
+        raise HomeError(str(e)) from e
 
 
 def _check_hosts(host: str, hostnames: list[str] | None) -> None:

@@ -1,24 +1,29 @@
 #!/usr/bin/env python3
-"""CPU cost of the Tendermint engine per committed height, with no network delay.
+"""CPU cost of a consensus engine per committed height, with no network delay.
 
-    python scripts/bench_consensus.py [--heights 100] [--repeat 3]
+    python scripts/bench_consensus.py [--engine tendermint] [--heights 100] [--repeat 3]
 
-n honest engines run in lockstep in one process: every broadcast is delivered at once, the
-application answers immediately. Only time spent inside ``engine.handle`` is counted
-(process CPU time), so the number is the engine's own cost: message decoding, signature
-checks, vote tallies, rule evaluation, encoding. Reported per engine per height (what one
-validator's CPU pays) and for the whole network per height, with real Ed25519 signing and
-verification and with both replaced by no-ops (to separate the crypto from the logic).
+n honest engines (any registered engine, by name; Tendermint by default) run in lockstep
+in one process: every broadcast is delivered at once, the application answers
+immediately, and a timer fires (in virtual time) only when no message is left to deliver.
+Only time spent inside ``engine.handle`` is counted (process CPU time), so the number is
+the engine's own cost: message decoding, signature checks, vote tallies, rule evaluation,
+encoding. Reported per engine per height (what one validator's CPU pays) and for the
+whole network per height, with real Ed25519 signing and verification and with both
+replaced by no-ops (to separate the crypto from the logic). Engines run with their
+simulator adapter's options (``consensus.spec.SimAdapter``).
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
+import itertools
 import statistics
 import time
 from collections import deque
 
-from consensus.app import Block
+from consensus.block import Block
 from consensus.engine import (
     BlockCommitted,
     Broadcast,
@@ -30,15 +35,17 @@ from consensus.engine import (
     ProposalVerdict,
     RequestProposal,
     RequestVerification,
+    ScheduleTimeout,
     SendTo,
     Start,
+    TimeoutFired,
 )
 from consensus.privval import GuardedSigner, MemoryStateStore
-from consensus.registry import EngineConfig
-from consensus.tendermint.engine import TendermintEngine
+from consensus.registry import EngineConfig, create_engine, engine_names, engine_spec
+from consensus.sim.network import DEFAULT_ENGINE
 from consensus.types import Validator, ValidatorSet
 from node.core.codec import sha256
-from node.core.crypto import PrivateKey
+from node.core.crypto import PrivateKey, verify
 
 
 class NoCryptoKey(PrivateKey):
@@ -52,29 +59,34 @@ def no_verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
     return True
 
 
-def run(n: int, heights: int, crypto: bool) -> tuple[float, int]:
+def run(engine: str, n: int, heights: int, crypto: bool) -> tuple[float, int]:
     """CPU seconds spent in handle() over all engines, and heights decided by all."""
     keys = [PrivateKey.from_secret(f"bench-{i}") for i in range(n)]
     if not crypto:
         keys = [NoCryptoKey(k.seed) for k in keys]
     vset = ValidatorSet.of([Validator(k.public_key, 10 + i) for i, k in enumerate(keys)])
-    opts = {"timeout_commit": 0}
+    opts = engine_spec(engine).sim.options
     engines: list[Engine] = []
     for k in keys:
-        cfg = EngineConfig("bench", GuardedSigner(k, MemoryStateStore()), vset, options=opts)
-        if not crypto:
-            cfg = EngineConfig(
-                "bench",
-                GuardedSigner(k, MemoryStateStore()),
-                vset,
-                options=opts,
-                verifier=no_verify,
-            )
-        engines.append(TendermintEngine(cfg))
+        cfg = EngineConfig(
+            "bench",
+            GuardedSigner(k, MemoryStateStore()),
+            vset,
+            options=opts,
+            verifier=verify if crypto else no_verify,
+        )
+        engines.append(create_engine(engine, cfg))
     queue: deque[tuple[int, Event]] = deque((i, Start()) for i in range(n))
+    # (virtual due time, sequence, engine, event): fired only when the queue is empty
+    timers: list[tuple[float, int, int, TimeoutFired]] = []
+    seq = itertools.count()
+    now = 0.0
     done = [0] * n
     cpu = 0.0
-    while queue and min(done) < heights:
+    while (queue or timers) and min(done) < heights:
+        if not queue:
+            now, _, j, fired = heapq.heappop(timers)
+            queue.append((j, fired))
         i, ev = queue.popleft()
         t0 = time.process_time()
         effects = engines[i].handle(ev)
@@ -92,13 +104,14 @@ def run(n: int, heights: int, crypto: bool) -> tuple[float, int]:
             elif isinstance(eff, CommitBlock):
                 done[i] = eff.height
                 queue.append((i, BlockCommitted(eff.height, b"")))
+            elif isinstance(eff, ScheduleTimeout):
+                fired = TimeoutFired(eff.kind, eff.height, eff.round)
+                heapq.heappush(timers, (now + eff.duration, next(seq), i, fired))
     return cpu, min(done)
 
 
 def crypto_baseline(samples: int = 2000) -> tuple[float, float]:
     """Median-of-3 CPU ms for one raw Ed25519 sign and one verify of a vote's bytes."""
-    from node.core.crypto import verify
-
     key = PrivateKey.from_secret("baseline")
     msg = b"v" * 60
     sig = key.sign(msg)
@@ -118,21 +131,30 @@ def crypto_baseline(samples: int = 2000) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[4, 16, 64])
+    ap.add_argument("--engine", choices=engine_names(), default=DEFAULT_ENGINE)
+    ap.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        help="validator counts (default: 4 16 64, or the engine's own when it runs fewer)",
+    )
     ap.add_argument("--heights", type=int, default=0, help="default: 400/n, at least 5")
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
+    own = engine_spec(a.engine).sim.sizes
+    sizes = a.sizes or ([4, 16, 64] if max(own) > 1 else list(own))
     sign_ms, verify_ms = crypto_baseline()
+    print(f"engine: {a.engine}")
     print(f"baseline: Ed25519 sign {sign_ms * 1000:.0f} us, verify {verify_ms * 1000:.0f} us (CPU)")
-    print("floor per engine and height: 2(n-1) vote verifies + 2 signs (+ proposal)")
+    print("BFT floor per engine and height: 2(n-1) vote verifies + 2 signs (+ proposal)")
     print("n  | crypto | heights | ms/height/engine (median) | ms/height network | floor ms | runs")
     print("---+--------+---------+---------------------------+-------------------+----------+-----")
     for crypto in (True, False):
-        for n in a.sizes:
+        for n in sizes:
             heights = a.heights or max(5, 400 // n)
             per_engine = []
             for _ in range(a.repeat):
-                cpu, got = run(n, heights, crypto)
+                cpu, got = run(a.engine, n, heights, crypto)
                 per_engine.append(cpu / got / n * 1000)
             med = statistics.median(per_engine)
             runs = ", ".join(f"{x:.3f}" for x in per_engine)

@@ -2,12 +2,14 @@
 """Run the deterministic consensus simulator over many seeds and print a summary table.
 
     python scripts/sim_consensus.py --seeds 10000 --n 4 7 --jobs 2
+    python scripts/sim_consensus.py --engine solo --seeds 10000
 
 Each seed is an independent mixed-fault scenario (consensus.sim.scenarios.mixed): unequal
 stakes, Byzantine validators below 1/3 of the stake, delays, loss and a partition until
 GST, crash-restarts, stake changes. ``--split-brain`` instead runs the > 1/3 attack, where
-violations are expected (it shows the checker can fail). Failing seeds are listed so they
-can be replayed exactly.
+violations are expected (it shows the checker can fail). ``--engine`` takes any name in
+the engine registry; ``--n`` defaults to the validator counts that engine's simulator
+adapter names. Failing seeds are listed so they can be replayed exactly.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from consensus.sim.network import run
+from consensus.registry import engine_names, engine_spec
+from consensus.sim.network import DEFAULT_ENGINE, run
 from consensus.sim.scenarios import mixed, split_brain
 
 
@@ -33,9 +36,9 @@ class SeedOutcome:
     sim_time: float
 
 
-def one(args: tuple[int, int, bool]) -> SeedOutcome:
-    seed, n, attack = args
-    sc = split_brain(seed, n) if attack else mixed(seed, n)
+def one(args: tuple[str, int, int, bool]) -> SeedOutcome:
+    engine, seed, n, attack = args
+    sc = split_brain(seed, n, engine) if attack else mixed(seed, n, engine)
     r = run(sc)
     return SeedOutcome(
         seed,
@@ -52,15 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=1000)
     ap.add_argument("--start", type=int, default=0, help="first seed")
-    ap.add_argument("--n", type=int, nargs="+", default=[4, 7], help="validator counts")
+    ap.add_argument("--engine", choices=engine_names(), default=DEFAULT_ENGINE)
+    ap.add_argument("--n", type=int, nargs="+", help="validator counts (default: the engine's own)")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes")
     ap.add_argument("--split-brain", action="store_true", help="run the > 1/3 attack")
     a = ap.parse_args(argv)
+    sizes = a.n or list(engine_spec(a.engine).sim.sizes)
+    print(f"engine: {a.engine}")
     rows = []
     failed_any = False
-    for n in a.n:
+    for n in sizes:
         t0 = time.perf_counter()
-        work = [(s, n, a.split_brain) for s in range(a.start, a.start + a.seeds)]
+        work = [(a.engine, s, n, a.split_brain) for s in range(a.start, a.start + a.seeds)]
         if a.jobs > 1:
             with ProcessPoolExecutor(a.jobs) as ex:
                 outs = list(ex.map(one, work, chunksize=16))

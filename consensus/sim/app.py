@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from consensus.app import Block, FinalizeResult, PrepareProposalRequest
+from consensus.app import FinalizeResult, PrepareProposalRequest
+from consensus.block import Block
 from consensus.types import Commit, Validator
 from node.core.codec import sha256
 

@@ -1,6 +1,11 @@
 """Discrete-event network that drives real engines under delays, loss, partitions,
 crashes and Byzantine validators, then checks agreement, validity and termination.
 
+The engine is taken by registry name (``Scenario.engine``), so every registered engine
+gets the same runs and the same checks (``consensus.sim.checks``); what the network needs
+from a particular engine (its simulated-time options, conflicting twins of its messages)
+comes from the adapter its spec provides (``consensus.spec.SimAdapter``).
+
 Everything random comes from one ``random.Random(seed)``, and events are ordered by
 (time, sequence number), so a seed replays exactly: a failing seed is a reproducible bug
 report.
@@ -23,12 +28,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from consensus.app import AppConnector, Block, PrepareProposalRequest
+from consensus.app import AppConnector, PrepareProposalRequest
+from consensus.block import Block
 from consensus.engine import (
     Broadcast,
     Checkpoint,
     CommitBlock,
     Effect,
+    Engine,
+    EngineConfig,
     Event,
     EvidenceFound,
     MessageReceived,
@@ -38,27 +46,25 @@ from consensus.engine import (
     TimeoutFired,
 )
 from consensus.privval import GuardedSigner, MemoryStateStore
-from consensus.registry import EngineConfig
-from consensus.sim.app import SimApp, is_valid
-from consensus.tendermint.engine import TendermintEngine, Timeouts
-from consensus.tendermint.messages import Envelope, ProposalMsg, VoteMsg
+from consensus.registry import create_engine, engine_spec
+from consensus.sim.app import SimApp
+from consensus.sim.checks import agreement_violations, validity_violations
 from consensus.types import Proposal, Validator, ValidatorSet, Vote, VoteType
-from node.core.codec import Record, sha256
+from node.core.codec import Record
 from node.core.crypto import PrivateKey, verify
 
-__all__ = ["ByzSpec", "Crash", "Scenario", "SimResult", "Simulator", "UnguardedSigner", "run"]
+__all__ = [
+    "DEFAULT_ENGINE",
+    "ByzSpec",
+    "Crash",
+    "Scenario",
+    "SimResult",
+    "Simulator",
+    "UnguardedSigner",
+    "run",
+]
 
-
-SIM_TIMEOUTS = Timeouts(
-    propose=1.0,
-    propose_delta=0.5,
-    prevote=0.5,
-    prevote_delta=0.25,
-    precommit=0.5,
-    precommit_delta=0.25,
-    commit=0.0,
-    gossip=0.5,
-)
+DEFAULT_ENGINE = "tendermint"
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,8 @@ class ByzSpec:
     # One clone per audience (sets of node indices); empty: one clone that talks to all.
     audiences: tuple[frozenset[int], ...] = ()
     withhold: float = 0.0
+    # Send part of the network a conflicting twin of each message (the engine's adapter
+    # makes it; an engine whose messages have no twins just sends the originals).
     equivocate: bool = False
     invalid_blocks: bool = False
 
@@ -90,7 +98,9 @@ class Scenario:
     crashes: tuple[Crash, ...] = ()
     heights_after_gst: int = 3
     window: float = 120.0  # termination deadline after GST
-    timeouts: Timeouts = SIM_TIMEOUTS
+    engine: str = DEFAULT_ENGINE  # a registry name (consensus.registry)
+    # Engine options; None: the engine adapter's options for simulated time.
+    options: Mapping[str, object] | None = None
     # height -> (node index, new power): returned by finalize_block at that height.
     power_changes: Mapping[int, tuple[tuple[int, int], ...]] = field(default_factory=dict)
     chain_id: str = "sim"
@@ -169,7 +179,7 @@ class _Endpoint:
         self.clone = clone
         self.audience = audience
         self.peer = f"{node}" if clone == 0 else f"{node}.{clone}"
-        self.engine: TendermintEngine
+        self.engine: Engine
         self.app: SimApp
         self.connector: AppConnector
         self.recipients: list[int] = []
@@ -178,6 +188,8 @@ class _Endpoint:
 class Simulator:
     def __init__(self, scenario: Scenario) -> None:
         self.sc = scenario
+        self.spec = engine_spec(scenario.engine)
+        self.options = self.spec.sim.options if scenario.options is None else scenario.options
         self.rng = random.Random(scenario.seed)
         n = len(scenario.powers)
         self.keys = [PrivateKey.from_secret(f"sim-validator-{i}") for i in range(n)]
@@ -257,17 +269,16 @@ class Simulator:
             if byz
             else GuardedSigner(self.keys[ep.node], self.stores[ep.node])
         )
-        t = self.sc.timeouts
-        options = {f"timeout_{k}": getattr(t, k) for k in t.__dataclass_fields__}
-        ep.engine = TendermintEngine(
+        ep.engine = create_engine(
+            self.sc.engine,
             EngineConfig(
                 self.sc.chain_id,
                 signer,
                 self.genesis,
                 recovery=None if byz else self.disk[ep.node],
-                options=options,
+                options=self.options,
                 verifier=self._verify,
-            )
+            ),
         )
 
     # ------------------------------------------------------------------ event queue
@@ -354,23 +365,12 @@ class Simulator:
                 self._send(ep, dst, twin)
 
     def _twin(self, ep: _Endpoint, data: bytes) -> bytes | None:
-        """A conflicting message signed by the same Byzantine key."""
-        msg = Envelope.decode(data).msg
-        key = self.keys[ep.node]
-        if isinstance(msg, VoteMsg):
-            v = msg.vote
-            other = b"" if v.block_hash else sha256(b"twin" + v.sign_bytes())
-            t = v.replace(block_hash=other)
-            return Envelope(VoteMsg(t.replace(signature=key.sign(t.sign_bytes())))).encode()
-        if isinstance(msg, ProposalMsg):
-            p = msg.proposal
-            block = ep.app.prepare_proposal(
-                PrepareProposalRequest(p.height, p.round, p.proposer, None, 0)
-            )
-            q = p.replace(block_hash=block.hash, pol_round=0)
-            q = q.replace(signature=key.sign(q.sign_bytes()))
-            return Envelope(ProposalMsg(q, block.data)).encode()
-        return None
+        """A conflicting message signed by the same Byzantine key (see ByzSpec)."""
+
+        def new_block(height: int, round: int, proposer: bytes) -> Block:
+            return ep.app.prepare_proposal(PrepareProposalRequest(height, round, proposer, None, 0))
+
+        return self.spec.sim.twin(data, self.keys[ep.node], new_block)
 
     # ------------------------------------------------------------------ main loop
 
@@ -425,21 +425,10 @@ class Simulator:
         return self._result(terminated)
 
     def _result(self, terminated: bool) -> SimResult:
-        agreement: list[int] = []
-        validity: list[tuple[int, int]] = []
-        heights = sorted({h for i in self.honest for h in self.commits[i]})
-        for h in heights:
-            values = {self.commits[i][h] for i in self.honest if h in self.commits[i]}
-            if len(values) > 1:
-                agreement.append(h)
-        for i in self.honest:
-            for h in self.commits[i]:
-                if not is_valid(h, self.blocks[(i, h)]):
-                    validity.append((i, h))
         return SimResult(
             self.sc,
-            agreement,
-            validity,
+            agreement_violations(self.commits, self.honest),
+            validity_violations(self.commits, self.blocks, self.honest),
             terminated,
             max((self.honest_height(i) for i in self.honest), default=0),
             self.now,

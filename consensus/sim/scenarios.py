@@ -1,16 +1,19 @@
 """Seeded scenario generators: mixed faults with < 1/3 Byzantine stake, and the attack
-with more than 1/3 that must break agreement (the checker's non-vacuity witness)."""
+with more than 1/3 that must break agreement (the checker's non-vacuity witness).
+
+Scenarios describe the network and the faults only; the engine is a registry name, so
+the same seeds test every engine."""
 
 from __future__ import annotations
 
 import random
 
-from consensus.sim.network import ByzSpec, Crash, Scenario
+from consensus.sim.network import DEFAULT_ENGINE, ByzSpec, Crash, Scenario
 
 __all__ = ["mixed", "split_brain"]
 
 
-def mixed(seed: int, n: int) -> Scenario:
+def mixed(seed: int, n: int, engine: str = DEFAULT_ENGINE) -> Scenario:
     """Unequal stakes, Byzantine validators with less than 1/3 of the stake (possibly
     none), message delay/reordering/loss and a partition before GST, crash-restarts of
     honest nodes, and stake changes during the run."""
@@ -67,10 +70,11 @@ def mixed(seed: int, n: int) -> Scenario:
         heights_after_gst=3,
         window=120.0,
         power_changes=changes,
+        engine=engine,
     )
 
 
-def split_brain(seed: int, n: int = 4) -> Scenario:
+def split_brain(seed: int, n: int = 4, engine: str = DEFAULT_ENGINE) -> Scenario:
     """More than 1/3 of the stake Byzantine, honest nodes split in two halves until GST,
     each Byzantine node showing each half a different face."""
     rng = random.Random(seed)
@@ -90,4 +94,5 @@ def split_brain(seed: int, n: int = 4) -> Scenario:
         partition=(half_a | byzset, half_b | byzset),
         heights_after_gst=1,
         window=2.0,
+        engine=engine,
     )

@@ -9,9 +9,10 @@ checks (types, bounds, lengths) -> cross-field validation, and every failure is 
 
 Parameters left open to other layers (the consensus engine's parameters, the aggregation
 rule's parameters) are opaque maps of ints and strings, encoded canonically as sorted
-``Param`` lists. The aggregation rule and its parameters are still checked on load,
-against the declarations in the rule's class (``fl.rules``, which imports no torch), so a
-typo fails here, naming the parameter, rather than when the first round closes.
+``Param`` lists. Both are still checked on load: the aggregation rule against the
+declarations in the rule's class (``fl.rules``, which imports no torch), the engine and
+its options against the schema the engine declares in ``consensus.registry``, so a typo
+fails here, naming the parameter, rather than when the node starts or a round closes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any
 
+from consensus.registry import OptionError, UnknownEngineError, check_options
 from consensus.types import MAX_VALIDATORS, ChainId
 from fl.rules.base import AggregationError
 from fl.rules.config import AggregationConfig
@@ -193,6 +195,12 @@ class Genesis(Record):
             raise GenesisError("fl.min_updates: must be at least 1")
         if self.fl.max_update_bytes < 1:
             raise GenesisError("fl.max_update_bytes: must be at least 1")
+        try:
+            check_options(self.consensus_engine, self.consensus_params_dict)
+        except UnknownEngineError as e:
+            raise GenesisError(f"consensus_engine: {e}") from e
+        except OptionError as e:
+            raise GenesisError(f"consensus_params.{e}") from e
         self._check_aggregation()
 
     def _check_aggregation(self) -> None:

@@ -1,15 +1,26 @@
-"""Builders for driving a single engine by hand: keys, signed messages, effect filters."""
+"""Builders for driving a single engine by hand: keys, signed messages, effect filters,
+and ``Node``: one Tendermint engine among four validators whose other keys the test holds."""
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from consensus.app import Block
-from consensus.engine import Broadcast, Effect
+from consensus.block import Block
+from consensus.engine import (
+    BlockCommitted,
+    Broadcast,
+    Effect,
+    MessageReceived,
+    ProposalReady,
+    ProposalVerdict,
+    RequestVerification,
+    Start,
+    TimeoutFired,
+)
 from consensus.privval import GuardedSigner, MemoryStateStore
 from consensus.registry import EngineConfig
 from consensus.sim.network import UnguardedSigner
-from consensus.tendermint.engine import TendermintEngine
+from consensus.tendermint.engine import Step, TendermintEngine
 from consensus.tendermint.messages import Envelope, ProposalMsg, VoteMsg
 from consensus.types import Validator, ValidatorSet, Vote, VoteType
 from node.core.codec import sha256
@@ -68,3 +79,67 @@ def broadcast_votes(effects: list[Effect]) -> list[Vote]:
         if isinstance(msg, VoteMsg):
             out.append(msg.vote)
     return out
+
+
+PV, PC = VoteType.PREVOTE, VoteType.PRECOMMIT
+KS = keys(4)
+VSET = valset(KS)
+
+
+class Node:
+    """One engine under test plus the other three validators' keys."""
+
+    def __init__(self, store: MemoryStateStore | None = None) -> None:
+        probe = engine(KS[0], VSET)
+        proposers = {probe.vals.proposer(r) for r in range(3)}
+        me = next(k for k in KS if k.address not in proposers)
+        self.key = me
+        self.others = [k for k in KS if k is not me]
+        self.store = store or MemoryStateStore()
+        self.e: TendermintEngine = engine(me, VSET, self.store)
+        self.log = self.e.handle(Start())
+
+    def key_of(self, address: bytes):
+        return next(k for k in KS if k.address == address)
+
+    def proposer(self, r: int):
+        return self.key_of(self.e.vals.proposer(r))
+
+    def feed(self, data: bytes) -> list:
+        return self.e.handle(MessageReceived("peer", data))
+
+    def propose(self, r: int, b: Block, pol_round: int = -1, accept: bool = True) -> list:
+        out = self.feed(proposal_msg(self.proposer(r), 1, r, b, pol_round))
+        if not of_type(out, RequestVerification):  # these bytes were verified before
+            return out
+        return out + self.e.handle(ProposalVerdict(1, b, accept))
+
+    def votes(self, r: int, t: VoteType, h: bytes, n: int = 2) -> list:
+        out = []
+        for k in self.others[:n]:
+            out += self.feed(vote_msg(k, 1, r, t, h))
+        return out
+
+    def next_round(self, r: int) -> list:
+        out = self.votes(r, PC, b"", 3)
+        return out + self.e.handle(TimeoutFired("precommit", 1, r))
+
+
+def commit_height(e: TendermintEngine, updates: tuple[Validator, ...] = ()) -> list[Effect]:
+    """Decide the current height of ``e`` with the other validators' votes; return the
+    effects of its commit."""
+    h = e.height
+    r = e.round
+    x = block(f"h{h}")
+    prop = next(k for k in KS if k.address == e.vals.proposer(r))
+    if prop.address == e.me:
+        e.handle(ProposalReady(h, r, x))
+    else:
+        e.handle(MessageReceived("p", proposal_msg(prop, h, r, x)))
+        e.handle(ProposalVerdict(h, x, True))
+    for k in KS:
+        if k.address != e.me and k.address in e.vals.members:
+            e.handle(MessageReceived("p", vote_msg(k, h, r, PV, x.hash)))
+            e.handle(MessageReceived("p", vote_msg(k, h, r, PC, x.hash)))
+    assert e.step == Step.DECIDED
+    return e.handle(BlockCommitted(h, b"app", updates))

@@ -1,5 +1,5 @@
-"""The simulator runs the real engine under faults; these are the safety and liveness
-claims of the consensus layer, checked over many seeds."""
+"""The simulator runs the real Tendermint engine under faults; these are the safety and
+liveness claims of the consensus layer, checked over many seeds."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from itertools import pairwise
 
 import pytest
 
-from consensus.sim.network import SIM_TIMEOUTS, Scenario, run
+from consensus.sim.network import Scenario, run
 from consensus.sim.scenarios import mixed, split_brain
+from consensus.tendermint.simulation import SIM_TIMEOUTS
 from consensus.types import DuplicateProposalEvidence, DuplicateVoteEvidence
 from node.core.crypto import PrivateKey
 
@@ -122,11 +123,11 @@ def test_waiting_for_transactions_is_safe_live_and_paced() -> None:
     wait = replace(SIM_TIMEOUTS, empty_blocks=2.0)
     bad = []
     for seed in range(40):
-        r = run(replace(mixed(seed, 4), timeouts=wait))
+        r = run(replace(mixed(seed, 4), options=wait.options()))
         if not r.ok:
             bad.append((seed, r.agreement_violations, r.validity_violations, r.terminated))
     assert bad == []
-    calm = run(Scenario(seed=1, powers=(1, 1, 1, 1), heights_after_gst=4, timeouts=wait))
+    calm = run(Scenario(seed=1, powers=(1, 1, 1, 1), heights_after_gst=4, options=wait.options()))
     assert calm.ok
     times = sorted(calm.commit_times[0].items())
     gaps = [b - a for (_, a), (_, b) in pairwise(times)]

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consensus.app import Block
 from consensus.engine import (
     BlockCommitted,
     Broadcast,
@@ -34,12 +33,17 @@ from consensus.types import (
     DuplicateProposalEvidence,
     DuplicateVoteEvidence,
     Validator,
-    VoteType,
 )
 from tests.consensus.consensus_helpers import (
     CHAIN,
+    KS,
+    PC,
+    PV,
+    VSET,
+    Node,
     block,
     broadcast_votes,
+    commit_height,
     engine,
     keys,
     of_type,
@@ -47,49 +51,6 @@ from tests.consensus.consensus_helpers import (
     valset,
     vote_msg,
 )
-
-PV, PC = VoteType.PREVOTE, VoteType.PRECOMMIT
-KS = keys(4)
-VSET = valset(KS)
-
-
-class Node:
-    """One engine under test plus the other three validators' keys."""
-
-    def __init__(self, store: MemoryStateStore | None = None) -> None:
-        probe = engine(KS[0], VSET)
-        proposers = {probe.vals.proposer(r) for r in range(3)}
-        me = next(k for k in KS if k.address not in proposers)
-        self.key = me
-        self.others = [k for k in KS if k is not me]
-        self.store = store or MemoryStateStore()
-        self.e: TendermintEngine = engine(me, VSET, self.store)
-        self.log = self.e.handle(Start())
-
-    def key_of(self, address: bytes):
-        return next(k for k in KS if k.address == address)
-
-    def proposer(self, r: int):
-        return self.key_of(self.e.vals.proposer(r))
-
-    def feed(self, data: bytes) -> list:
-        return self.e.handle(MessageReceived("peer", data))
-
-    def propose(self, r: int, b: Block, pol_round: int = -1, accept: bool = True) -> list:
-        out = self.feed(proposal_msg(self.proposer(r), 1, r, b, pol_round))
-        if not of_type(out, RequestVerification):  # these bytes were verified before
-            return out
-        return out + self.e.handle(ProposalVerdict(1, b, accept))
-
-    def votes(self, r: int, t: VoteType, h: bytes, n: int = 2) -> list:
-        out = []
-        for k in self.others[:n]:
-            out += self.feed(vote_msg(k, 1, r, t, h))
-        return out
-
-    def next_round(self, r: int) -> list:
-        out = self.votes(r, PC, b"", 3)
-        return out + self.e.handle(TimeoutFired("precommit", 1, r))
 
 
 def test_happy_path_commits_with_a_verifiable_certificate() -> None:
@@ -112,7 +73,7 @@ def test_locked_validator_prevotes_nil_for_another_value_without_pol() -> None:
     x, y = block("x"), block("y")
     n.propose(0, x)
     n.votes(0, PV, x.hash)  # polka for x: lock on x at round 0
-    assert (n.e.locked_round, n.e.locked_hash) == (0, x.hash)
+    assert (n.e.hs.locked_round, n.e.hs.locked_hash) == (0, x.hash)
     n.next_round(0)
     assert n.e.round == 1
     out = n.propose(1, y)
@@ -151,7 +112,7 @@ def test_proof_of_lock_older_than_the_lock_is_not_enough() -> None:
     n.next_round(0)
     n.propose(1, x)
     n.votes(1, PV, x.hash)  # lock on x at round 1
-    assert n.e.locked_round == 1
+    assert n.e.hs.locked_round == 1
     n.next_round(1)
     out = n.propose(2, y, pol_round=0)
     assert [v.block_hash for v in broadcast_votes(out)] == [b""]
@@ -200,7 +161,7 @@ def test_wrong_proposer_bad_signature_and_outsiders_are_ignored() -> None:
     forged = bytearray(vote_msg(n.others[0], 1, 0, PV, x.hash))
     forged[-3] ^= 1  # inside the signature
     assert n.feed(bytes(forged)) == []
-    assert n.e.prevotes.get(0) is None or n.e.prevotes[0].total == 0
+    assert n.e.hs.prevotes.get(0) is None or n.e.hs.prevotes[0].total == 0
 
 
 @settings(max_examples=200)
@@ -237,70 +198,33 @@ def test_proposer_asks_the_app_and_proposes_its_block() -> None:
     assert [v.block_hash for v in broadcast_votes(out)] == [block("mine").hash]
 
 
-def test_lagging_peer_gets_the_decision_and_catches_up() -> None:
+def test_the_next_height_starts_from_a_fresh_height_state() -> None:
+    """Nothing of a decided height (its lock, valid value, votes, evidence bookkeeping)
+    carries over: the per-height state is replaced whole."""
     n = Node()
     x = block("x")
     n.propose(0, x)
-    n.votes(0, PV, x.hash)
+    n.votes(0, PV, x.hash)  # locked on x
+    n.feed(vote_msg(n.others[2], 1, 0, PV, block("y").hash))
+    n.feed(vote_msg(n.others[2], 1, 0, PV, block("z").hash))  # reported equivocation
     n.votes(0, PC, x.hash)
+    old = n.e.hs
+    assert old.locked_round == 0 and old.reported and old.step == Step.DECIDED
     n.e.handle(BlockCommitted(1, b"app"))
-    out = n.e.handle(MessageReceived("slow", Envelope(StatusMsg(1, 0)).encode()))
-    (send,) = of_type(out, SendTo)
-    decision = Envelope.decode(send.data).msg
-    assert isinstance(decision, DecisionMsg) and decision.commit.block_hash == x.hash
-    # A fresh node at height 1 adopts it after verifying certificate and block.
-    fresh = engine(KS[0], VSET)
-    fresh.handle(Start())
-    out = fresh.handle(MessageReceived("fast", send.data))
-    (req,) = of_type(out, RequestVerification)
-    out = fresh.handle(ProposalVerdict(1, req.block, True))
-    assert of_type(out, CommitBlock)[0].block == x
-
-
-def test_forged_decision_is_rejected() -> None:
-    n = Node()
-    x = block("x")
-    n.propose(0, x)
-    n.votes(0, PV, x.hash)
-    n.votes(0, PC, x.hash)
-    n.e.handle(BlockCommitted(1, b"app"))
-    send = of_type(n.e.handle(MessageReceived("s", Envelope(StatusMsg(1, 0)).encode())), SendTo)
-    msg = Envelope.decode(send[0].data).msg
-    assert isinstance(msg, DecisionMsg)
-    short = msg.replace(commit=msg.commit.replace(signatures=msg.commit.signatures[:2]))
-    fresh = engine(KS[0], VSET)
-    fresh.handle(Start())
-    assert not of_type(
-        fresh.handle(MessageReceived("f", Envelope(short).encode())), RequestVerification
-    )
-
-
-def _commit_height(e: TendermintEngine, updates: tuple[Validator, ...] = ()) -> list[Effect]:
-    """Decide the current height of ``e`` with the other validators' votes; return the
-    effects of its commit."""
-    h = e.height
-    r = e.round
-    x = block(f"h{h}")
-    prop = next(k for k in KS if k.address == e.vals.proposer(r))
-    if prop.address == e.me:
-        e.handle(ProposalReady(h, r, x))
-    else:
-        e.handle(MessageReceived("p", proposal_msg(prop, h, r, x)))
-        e.handle(ProposalVerdict(h, x, True))
-    for k in KS:
-        if k.address != e.me and k.address in e.vals.members:
-            e.handle(MessageReceived("p", vote_msg(k, h, r, PV, x.hash)))
-            e.handle(MessageReceived("p", vote_msg(k, h, r, PC, x.hash)))
-    assert e.step == Step.DECIDED
-    return e.handle(BlockCommitted(h, b"app", updates))
+    hs = n.e.hs
+    assert hs is not old and n.e.height == 2
+    assert (hs.locked_round, hs.locked_hash, hs.valid_round, hs.valid_block) == (-1, b"", -1, None)
+    assert not any(vs.votes for vs in (*hs.prevotes.values(), *hs.precommits.values()))
+    assert not (hs.reported or hs.decidable or hs.candidates or hs.senders)
+    assert hs.round == 0 and hs.step == Step.PROPOSE
 
 
 def test_validator_updates_take_effect_two_heights_later() -> None:
     e = engine(KS[0], VSET)
     e.handle(Start())
-    _commit_height(e, (Validator(KS[1].public_key, 10),))  # finalized at height 1
+    commit_height(e, (Validator(KS[1].public_key, 10),))  # finalized at height 1
     assert e.vals.power(KS[1].address) == 1  # height 2: unchanged
-    _commit_height(e)
+    commit_height(e)
     assert e.height == 3 and e.vals.power(KS[1].address) == 10  # height 3 = 1 + 2
 
 
@@ -308,8 +232,8 @@ def test_checkpoint_restores_validator_sets_and_proposers() -> None:
     store = MemoryStateStore()
     e = engine(KS[0], VSET, store)
     e.handle(Start())
-    _commit_height(e, (Validator(KS[2].public_key, 5),))
-    _commit_height(e)
+    commit_height(e, (Validator(KS[2].public_key, 5),))
+    commit_height(e)
     restored = engine(KS[0], VSET, store, recovery=e.checkpoint().encode())
     assert restored.height == e.height
     assert restored.vals.vset == e.vals.vset
@@ -329,10 +253,10 @@ def test_restart_mid_height_keeps_the_lock_and_resends_votes() -> None:
     n.propose(0, x)
     n.votes(0, PV, x.hash)  # precommitted x: locked
     again = engine(n.key, VSET, n.store)
-    assert (again.locked_round, again.locked_hash) == (0, x.hash)
+    assert (again.hs.locked_round, again.hs.locked_hash) == (0, x.hash)
     # The locked block and its proof-of-lock survive too, so it can be re-proposed.
-    assert (again.valid_round, again.valid_block) == (0, x)
-    assert again.prevotes[0].power_for(x.hash) >= VSET.quorum()
+    assert (again.hs.valid_round, again.hs.valid_block) == (0, x)
+    assert again.hs.prevotes[0].power_for(x.hash) >= VSET.quorum()
     out = again.handle(Start())
     sent = {(v.type, v.block_hash) for v in broadcast_votes(out)}
     assert {(PV, x.hash), (PC, x.hash)} <= sent
@@ -389,11 +313,11 @@ def _at_height_2(key_is_proposer_of_h2: bool) -> tuple[TendermintEngine, list[Ef
     is not) the proposer of height 2's round 0. Returns it and the commit's effects."""
     probe = engine(KS[0], VSET, options=WAIT)
     probe.handle(Start())
-    _commit_height(probe)
+    commit_height(probe)
     me = next(k for k in KS if (k.address == probe.vals.proposer(0)) == key_is_proposer_of_h2)
     e = engine(me, VSET, options=WAIT)
     e.handle(Start())
-    return e, _commit_height(e)
+    return e, commit_height(e)
 
 
 def test_idle_height_waits_for_transactions_before_round_zero() -> None:
@@ -438,12 +362,12 @@ def test_work_reported_during_the_commit_timeout_skips_the_wait() -> None:
     me = next(k for k in KS if k.address == probe.vals.proposer(0))
     e = engine(me, VSET, options=opts)
     e.handle(Start())
-    _commit_height(e)
+    commit_height(e)
     assert e.step == Step.NEW_HEIGHT
     e.handle(TxsAvailable())
     out = e.handle(TimeoutFired("commit", 2, 0))
     assert not any(t.kind == "empty" for t in of_type(out, ScheduleTimeout))
-    assert e.step == Step.PROPOSE and not e.waiting_txs
+    assert e.step == Step.PROPOSE and not e.hs.waiting_txs
 
 
 def test_waiting_node_reannounces_its_status_every_fifth_gossip_tick_only() -> None:
@@ -458,7 +382,7 @@ def test_waiting_node_reannounces_its_status_every_fifth_gossip_tick_only() -> N
         )
 
     e, _ = _at_height_2(key_is_proposer_of_h2=False)
-    assert e.waiting_txs
+    assert e.hs.waiting_txs
     sent = [statuses(e.handle(TimeoutFired("gossip", 2, 0))) for _ in range(2 * IDLE_STATUS_EVERY)]
     assert sum(sent) == 2 and sent[IDLE_STATUS_EVERY - 1] == 1
     # Every tick still re-arms the timer, so gossip resumes at full rate after the wait.

@@ -18,6 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consensus.options import Seconds
+from consensus.registry import engine_names, engine_spec
 from consensus.types import (
     Commit,
     CommitSig,
@@ -118,6 +120,19 @@ def blocks(draw: st.DrawFn) -> Block:
 
 
 @st.composite
+def engine_params(draw: st.DrawFn) -> tuple[str, dict[str, int | str]]:
+    """A registered engine and some of its options, each with a value it accepts."""
+    name = draw(st.sampled_from(engine_names()))
+    options = list(engine_spec(name).options)
+    assert all(isinstance(o, Seconds) for o in options), "add a strategy for the new kind"
+    chosen = draw(st.lists(st.sampled_from(options), unique_by=lambda o: o.name, max_size=4))
+    seconds = st.integers(1, 1 << 20) | st.from_regex(
+        r"[1-9][0-9]{0,4}\.[0-9]{1,3}", fullmatch=True
+    )
+    return name, {o.name: draw(seconds) for o in chosen}
+
+
+@st.composite
 def genesis_docs(draw: st.DrawFn) -> Genesis:
     accounts = draw(st.lists(st.builds(GenesisAccount, b20, st.integers(0, 1 << 40)), max_size=5))
     uniq = {a.address: a for a in accounts}
@@ -130,20 +145,14 @@ def genesis_docs(draw: st.DrawFn) -> Genesis:
             unique_by=lambda v: v.public_key,
         )
     )
-    params = draw(
-        st.dictionaries(
-            names,
-            st.one_of(st.integers(-(1 << 63), (1 << 63) - 1), st.text(max_size=10)),
-            max_size=4,
-        )
-    )
+    engine, params = draw(engine_params())
     return Genesis(
         chain_id=draw(chain_ids),
         genesis_time_ms=draw(u64),
         accounts=tuple(uniq.values()),
         validators=tuple(vals),
         trainers=tuple(draw(st.lists(b20, max_size=4, unique=True))),
-        consensus_engine=draw(names),
+        consensus_engine=engine,
         consensus_params=params_of(params),
         fees=FeeParams(draw(u64), draw(u64)),
         staking=StakingParams(
@@ -378,6 +387,13 @@ def test_genesis_json_errors_name_the_field() -> None:
             "validators[0].stake",
         ),
         ({**doc, "consensus_params": {"x": 1.5}}, "parameter"),
+        ({**doc, "consensus_engine": "pow"}, "consensus_engine: unknown consensus engine"),
+        ({**doc, "consensus_params": {"timeout_propse": 3}}, "consensus_params.timeout_propse"),
+        ({**doc, "consensus_params": {"timeout_propose": -1}}, "consensus_params.timeout_propose"),
+        (
+            {**doc, "consensus_params": {"timeout_gossip": "soon"}},
+            "consensus_params.timeout_gossip",
+        ),
         ({**doc, "trainers": [doc["accounts"][0]["address"]] * 2}, "trainers"),
     ]
     for d, where in bad:
@@ -389,12 +405,12 @@ def test_genesis_file_roundtrip_and_errors(tmp_path: Path) -> None:
     from node.ledger.genesis import load_genesis
     from tests.kits.genesis import make_genesis
 
-    g, vk, _ = make_genesis(3, engine_params={"timeout_propose_ms": 3000, "mode": "fast"})
+    g, vk, _ = make_genesis(3, engine_params={"timeout_propose": 3, "timeout_prevote": "0.5"})
     path = tmp_path / "genesis.json"
     g.save(path)
     back = load_genesis(path)
     assert back == g and back.hash == g.hash
-    assert back.consensus_params_dict == {"mode": "fast", "timeout_propose_ms": 3000}
+    assert back.consensus_params_dict == {"timeout_prevote": "0.5", "timeout_propose": 3}
     # The same deterministic keys every time (testnets and simulators rely on it).
     assert make_genesis(3)[1][0] == vk[0] == PrivateKey.from_secret("validator-0")
     with pytest.raises(GenesisError, match="no genesis"):

@@ -1,10 +1,11 @@
-"""The dev engine, the engine registry and the ABCI-style connector."""
+"""The dev engine and the ABCI-style connector."""
 
 from __future__ import annotations
 
 import pytest
 
-from consensus.app import AppConnector, Block
+from consensus.app import AppConnector
+from consensus.block import Block
 from consensus.engine import (
     BlockCommitted,
     Checkpoint,
@@ -18,10 +19,8 @@ from consensus.engine import (
     TxsAvailable,
 )
 from consensus.privval import GuardedSigner, MemoryStateStore
-from consensus.registry import EngineConfig, UnknownEngineError, create_engine, engine_names
+from consensus.registry import EngineConfig, create_engine
 from consensus.sim.app import SimApp
-from consensus.solo import SoloEngine
-from consensus.tendermint.engine import TendermintEngine
 from consensus.types import Validator, ValidatorSet
 from node.core.codec import sha256
 from node.core.crypto import PrivateKey
@@ -43,15 +42,6 @@ def solo(store: MemoryStateStore | None = None, recovery: bytes | None = None) -
 
 def blk(tag: str) -> Block:
     return Block(sha256(tag.encode()), tag.encode())
-
-
-def test_registry_names_and_unknown_engine() -> None:
-    assert engine_names() == ["solo", "tendermint"]
-    assert isinstance(solo(), SoloEngine)
-    cfg = EngineConfig("dev", GuardedSigner(KEY, MemoryStateStore()), VSET)
-    assert isinstance(create_engine("tendermint", cfg), TendermintEngine)
-    with pytest.raises(UnknownEngineError, match="tendermint"):
-        create_engine("pow", cfg)
 
 
 def test_solo_rejects_a_foreign_validator_set() -> None:
