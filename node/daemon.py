@@ -34,8 +34,9 @@ import random
 import resource
 import signal
 import sqlite3
+import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from consensus.privval import FileStateStore, GuardedSigner
 from consensus.registry import EngineConfig, create_engine
 from consensus.types import Commit, DuplicateVoteEvidence
 from fl.models import Params
-from fl.train import Evaluation, TrainConfig
+from fl.train import Evaluation, TrainConfig, TrainingStopped
 from node.app.application import AppError, CommittedBlock, NodeApp
 from node.app.mempool import Mempool
 from node.core.codec import Record
@@ -62,7 +63,7 @@ from node.rpc.view import LocalView, ModelSnapshot, PeerInfo, RoundStats
 from node.services.blob_sync import BlobSync, BlobUnavailable
 from node.services.block_sync import BadSyncPeer, BlockSync, CatchUpPolicy, LagDetector, Probe
 from node.services.consensus_driver import AsyncConsensus
-from node.services.fl_worker import FLWorker, load_shard
+from node.services.fl_worker import FLWorker, TrainingSlot, load_shard
 from node.services.gossip_topics import (
     MAX_CONSENSUS_BYTES,
     Topics,
@@ -77,7 +78,7 @@ from node.store.commits import CommitStore
 from node.store.ledger import Ledger
 from node.store.models import ModelBytesError, ModelStore
 from node.testnet.code_pages import release_startup_code_pages
-from node.testnet.train_slots import TrainSlots
+from node.testnet.train_slots import SlotWaitAborted, TrainSlots, pin_to_slot
 
 __all__ = ["CONSENSUS_DIRECT_PROTOCOL", "Daemon", "DaemonOptions"]
 
@@ -437,8 +438,8 @@ class Daemon:
             next_nonce=self._next_nonce,
             current_round=lambda: self.ledger.state.meta.fl_round,
             train_config=train,
-            slots=(
-                TrainSlots(Path(cfg.fl.train_slots_dir), cfg.fl.train_slots)
+            slot=(
+                training_slot(TrainSlots(Path(cfg.fl.train_slots_dir), cfg.fl.train_slots))
                 if cfg.fl.train_slots
                 else None
             ),
@@ -713,6 +714,21 @@ class Daemon:
             if store is not None:
                 store.close()
         log.info("node stopped")
+
+
+def training_slot(slots: TrainSlots) -> TrainingSlot:
+    """The worker's ``TrainingSlot`` over a machine's shared slots: wait for one, run on
+    its core, and end the job as stopped when the node stops first."""
+
+    @contextlib.contextmanager
+    def hold(stop: threading.Event) -> Iterator[None]:
+        try:
+            with slots.hold(stop) as index, pin_to_slot(index):
+                yield
+        except SlotWaitAborted as e:
+            raise TrainingStopped from e
+
+    return hold
 
 
 async def run_daemon(home: Path, options: DaemonOptions | None = None) -> int:

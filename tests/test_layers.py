@@ -79,9 +79,7 @@ ALLOWED: dict[str, set[str]] = {
 
 # (importing module, imported module) pairs that break the layering today and are being
 # removed; each must still exist, so a fixed one has to leave this list.
-KNOWN_IMPORT_EXCEPTIONS: set[tuple[str, str]] = {
-    ("node.services.fl_worker", "node.testnet.train_slots"),
-}
+KNOWN_IMPORT_EXCEPTIONS: set[tuple[str, str]] = set()
 # (module, dotted attribute expression) pairs of node.p2p that reach into another module's
 # private members today; same rule.
 KNOWN_PRIVATE_EXCEPTIONS: set[tuple[str, str]] = {
