@@ -59,7 +59,7 @@ from node.p2p.multiaddr import Multiaddr
 from node.p2p.peer_id import IdentityKey, PeerID
 from node.p2p.reqresp import ReqRespConfig, RequestResponse
 from node.rpc.server import RPCServer
-from node.rpc.view import LocalView, ModelSnapshot, PeerInfo, RoundStats
+from node.rpc.view import LocalView
 from node.services.blob_sync import BlobSync, BlobUnavailable
 from node.services.block_sync import BadSyncPeer, BlockSync, CatchUpPolicy, LagDetector, Probe
 from node.services.consensus_driver import AsyncConsensus
@@ -72,6 +72,7 @@ from node.services.gossip_topics import (
     tx_validator,
     update_validator,
 )
+from node.services.status import ModelSnapshot, RoundStats, peer_infos
 from node.store.blobs import BlobStore
 from node.store.chain import StoreError
 from node.store.commits import CommitStore
@@ -120,6 +121,7 @@ class Daemon:
         self._round_started = time.monotonic()
         self._last_block = time.monotonic()
         self._closing = False
+        self._syncing = not self.opts.dev
         self.exit_code = 0
         self._bytes_in = 0  # gossip message bytes delivered to / published by this node
         self._bytes_out = 0
@@ -161,7 +163,8 @@ class Daemon:
             ledger=self.ledger,
             mempool=self.mempool,
             on_tx=self._publish_tx,
-            syncing=not self.opts.dev,
+            list_peers=lambda: peer_infos(self.host),
+            is_syncing=lambda: self._syncing,
         )
         self.view.metrics.height.set(self.ledger.height)
         self.view.metrics.fl_round.set(self.ledger.state.meta.fl_round)
@@ -214,7 +217,6 @@ class Daemon:
             self.rpc.url,
             self.ledger.height,
         )
-        self._spawn(self._housekeeping(), "housekeeping")
         await self._catch_up()
         self._start_consensus()
         if not self.opts.dev:
@@ -330,7 +332,7 @@ class Daemon:
             on_failure=self._consensus_failed,
         )
         self.consensus.start()
-        self.view.syncing = False
+        self._syncing = False
         log.info("consensus (%s) started at height %d", g.consensus_engine, height + 1)
 
     # ----------------------------------------------------------------- falling behind
@@ -380,7 +382,7 @@ class Daemon:
             probe.proven,
             probe.tip,
         )
-        self.view.syncing = True
+        self._syncing = True
         self.view.metrics.catchups.inc()
         consensus, self.consensus = self.consensus, None
         if consensus is not None:
@@ -400,14 +402,14 @@ class Daemon:
     async def _resume(self) -> None:
         """(Re)start the engine at our height; if the worker and RPC view were not told
         about the current round's model (its rounds closed by sync), fetch and announce it."""
-        self.view.syncing = True
+        self._syncing = True
         engine = await self._engine_from_peers()
         if engine is None:
             log.warning("no usable checkpoint for height %d yet: retrying", self.ledger.height)
             return
         self._run_engine(engine)
         meta = self.ledger.state.meta
-        snapshot = self.view.snapshot
+        snapshot = self.view.fl.snapshot
         if snapshot is None or snapshot.round != meta.fl_round:
             if not self.models.has(meta.global_model):
                 await self._fetch_model(meta.global_model, meta.fl_round)
@@ -483,7 +485,7 @@ class Daemon:
         now = time.monotonic()
         m.block_seconds.observe(now - self._last_block)
         self._last_block = now
-        if ev.new_round and not self.view.syncing:
+        if ev.new_round and not self._syncing:
             # While syncing, intermediate models are skipped: only the final one is
             # fetched (by hash) once sync is done.
             seconds = time.monotonic() - self._round_started
@@ -512,7 +514,7 @@ class Daemon:
         )
         accuracy = self._model_available(row)
         if accuracy is None:
-            self.view.history.append(row)  # no evaluation here: the row has no accuracy
+            self.view.fl.history.append(row)  # no evaluation here: the row has no accuracy
         result = await accuracy if accuracy is not None else None
         self._log_round(ev, seconds, result.accuracy if result else None, closed_at)
 
@@ -569,7 +571,7 @@ class Daemon:
         except (KeyError, ModelBytesError, OSError) as e:
             log.info("global model of round %d not available: %s", meta.fl_round, e)
             return None
-        self.view.snapshot = ModelSnapshot.from_params(meta.fl_round, self.models.arch, params)
+        self.view.fl.snapshot = ModelSnapshot.from_params(meta.fl_round, self.models.arch, params)
         if self.worker is None:
             return None
         # Created first, so its job reaches the worker's thread before the training job
@@ -590,12 +592,12 @@ class Daemon:
         if row is not None:
             if result is not None:
                 row = replace(row, accuracy=result.accuracy, loss=result.loss)
-            self.view.history.append(row)
+            self.view.fl.history.append(row)
         # /status keeps the newest evaluated model's accuracy together with its round (the
         # evaluation may finish after later rounds closed; it may also have been skipped).
-        seen = self.view.test_accuracy_round
+        seen = self.view.fl.test_accuracy_round
         if result is not None and (seen is None or round >= seen):
-            self.view.test_accuracy, self.view.test_accuracy_round = result.accuracy, round
+            self.view.fl.test_accuracy, self.view.fl.test_accuracy_round = result.accuracy, round
             self.view.metrics.test_accuracy.set(result.accuracy)
         return result
 
@@ -644,21 +646,6 @@ class Daemon:
 
     async def _send_direct(self, peer: str, data: bytes) -> None:
         await self.direct.request(PeerID.from_base58(peer), data, timeout=10.0)
-
-    async def _housekeeping(self) -> None:
-        while True:
-            peers = []
-            for p in self.host.connected_peers():
-                conns = self.host.connections(p)
-                addr = str(conns[0].remote_addr) if conns else ""
-                outbound = bool(conns and conns[0].initiator)
-                peers.append(PeerInfo(p.to_base58(), addr, outbound))
-            self.view.peer_list = peers
-            m = self.view.metrics
-            m.peers.set(len(peers))
-            m.mempool_txs.set(len(self.mempool))
-            m.mempool_bytes.set(self.mempool.size_bytes)
-            await asyncio.sleep(1.0)
 
     # ----------------------------------------------------------------- stop
 

@@ -43,8 +43,8 @@ ALLOWED: dict[str, set[str]] = {
         "consensus",
         "fl",
     },
-    "node.rpc": {"node.core", "node.ledger", "node.store", "node.app", "node.config"}
-    | {"consensus", "fl"},
+    "node.rpc": {"node.core", "node.ledger", "node.store", "node.app", "node.services"}
+    | {"node.config", "consensus", "fl"},
     "node.testnet": {"node.core", "node.config", "node.home", "node.ledger", "node.rpc"},
     "node.daemon": {
         "node.core",

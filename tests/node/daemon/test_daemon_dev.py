@@ -41,8 +41,9 @@ async def test_dev_node_trains_serves_and_restarts(tmp_path: Path, mnist_dir: Pa
     await d.start()
     try:
         await _until(lambda: d.ledger.state.meta.fl_round >= 1, 60, "the first FL round")
-        await _until(lambda: d.view.test_accuracy is not None, 30, "an accuracy")
-        assert d.view.snapshot is not None and d.view.snapshot.round >= 1
+        await _until(lambda: d.view.latest_accuracy() is not None, 30, "an accuracy")
+        snapshot = d.view.model()
+        assert snapshot is not None and snapshot.round >= 1
         g = d.genesis
         other = PrivateKey.from_secret("someone")
         tx = sign_tx(d.vkey, g.chain_id, d._next_nonce(), g.fees, Transfer(other.address, 42))
