@@ -46,7 +46,7 @@ async def test_dev_node_trains_serves_and_restarts(tmp_path: Path, mnist_dir: Pa
         assert snapshot is not None and snapshot.round >= 1
         g = d.genesis
         other = PrivateKey.from_secret("someone")
-        tx = sign_tx(d.vkey, g.chain_id, d._next_nonce(), g.fees, Transfer(other.address, 42))
+        tx = sign_tx(d.vkey, g.chain_id, d.next_nonce(), g.fees, Transfer(other.address, 42))
         async with aiohttp.ClientSession() as s:
             r = await s.post(
                 f"{d.rpc.url}/txs",
