@@ -161,7 +161,7 @@ class FLWorker:
         self._index = genesis.trainers.index(key.address) if key.address in genesis.trainers else 0
         # One thread for training and evaluation. A second one cost a second malloc arena
         # (~7 MB of peak RSS) and only let this node's jobs contend with each other; the
-        # daemon submits a new model's evaluation before its training, so the accuracy is
+        # round tracker submits a new model's evaluation before its training, so the accuracy is
         # not held back by an epoch, and a superseded epoch stops at its next batch.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fl-work")
         # Set by ``close``; the loops in the worker threads poll it between batches.

@@ -68,6 +68,7 @@ class Sync:
     fail: BaseException | None = None
     resume_gate: asyncio.Event | None = None
     syncs: int = 0
+    waiting_for_gate: bool = False
     peers_at_sync: list[int] = field(default_factory=list)
     host: Any = None
 
@@ -86,6 +87,7 @@ class Sync:
         self, build: Callable[..., object], *, local: Callable[[], object], tries: int
     ) -> object | None:
         if self.resume_gate is not None:
+            self.waiting_for_gate = True
             await self.resume_gate.wait()
         made = local()
         return made if made is not None else self.peer_engine
@@ -250,7 +252,7 @@ async def test_close_while_resuming_leaves_no_engine(gate_open: bool) -> None:
     gate = asyncio.Event()
     p = _parts([None], Sync(peer_engine="peer engine", resume_gate=gate))
     p.catchup.start()
-    await asyncio.sleep(0)  # the watcher is waiting for a checkpoint
+    await wait_for(lambda: p.sync.waiting_for_gate, 10, "the watcher waiting for a checkpoint")
     if gate_open:
         gate.set()
         await wait_for(lambda: p.handle.running, 10, "consensus")
