@@ -121,6 +121,11 @@ class Mempool:
         s = self._senders.get(address)
         return list(s.txs) if s else []
 
+    def next_nonce(self, address: bytes) -> int:
+        """The nonce of ``address``'s next tx: after those committed and those pending
+        here, so a node signing several txs in a row (updates, evidence) never reuses one."""
+        return self.state.account(address).nonce + len(self.pending(address))
+
     def has_ordinary(self) -> bool:
         """Whether some ordinary (non-update) tx could go into the next block."""
         return any(not isinstance(s.txs[0].body, ModelUpdate) for s in self._senders.values())

@@ -2,8 +2,10 @@
 
 Each node gets its own ``CollectorRegistry`` rather than prometheus-client's global one:
 tests, simulators and ``fedchain testnet`` run several nodes in one process, and the
-global registry refuses a second metric of the same name. The daemon updates these
-objects; ``GET /metrics`` renders ``NodeMetrics.render()``.
+global registry refuses a second metric of the same name. The services that own what a
+metric measures (round tracker, catch-up supervisor, gossip handlers) update these objects,
+each through a small protocol of its own naming only the metrics it keeps; ``GET /metrics``
+refreshes the values it can read itself and renders ``NodeMetrics.render()``.
 """
 
 from __future__ import annotations

@@ -3,67 +3,30 @@
 The server never reaches into the daemon's internals; it serves from a ``NodeView``. That
 keeps the RPC testable against a real ledger and mempool without a network, and lets the
 daemon decide what submitting a transaction means (admit to the mempool, then gossip it).
-``LocalView`` is the concrete view over a ``Ledger`` and a ``Mempool``; the daemon keeps
-its ``peers``, ``model``, ``history`` and ``test_accuracy`` fields current and passes an
-``on_tx`` callback that publishes admitted transactions.
+``LocalView`` is the concrete view over a ``Ledger`` and a ``Mempool`` plus what the
+services own: it holds the round tracker's ``FLStatus`` and asks the catch-up supervisor
+and the host (through callables) whether the node is catching up and who its peers are,
+so each piece of state keeps one owner and the view is never stale. Its ``on_tx``
+callback publishes admitted transactions.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from node.app.mempool import Mempool
 from node.ledger.tx import Tx
 from node.rpc.metrics import NodeMetrics
+from node.services.status import FLStatus, ModelSnapshot, PeerInfo, RoundStats
 from node.store.ledger import Ledger
 
-if TYPE_CHECKING:
-    from fl.models import Params
-
-__all__ = ["LocalView", "ModelSnapshot", "NodeView", "PeerInfo", "RoundStats"]
+__all__ = ["LocalView", "NodeView"]
 
 
-@dataclass(frozen=True)
-class PeerInfo:
-    peer_id: str
-    address: str  # the remote multiaddr
-    outbound: bool
-
-
-@dataclass(frozen=True)
-class RoundStats:
-    """One completed FL round as this node saw it."""
-
-    round: int
-    height: int  # the block that closed the round
-    updates: int
-    accuracy: float | None  # this node's test accuracy of the new global model
-    loss: float | None
-    seconds: float
-    model_hash: str = ""  # hex: the global model the round produced
-
-
-@dataclass(frozen=True)
-class ModelSnapshot:
-    """The current global model: its on-chain hash and its safetensors export."""
-
-    round: int
-    architecture: str
-    model_hash: bytes  # fl.models.model_hash of the parameters (what headers carry)
-    safetensors: bytes
-
-    @property
-    def safetensors_sha256(self) -> bytes:
-        return hashlib.sha256(self.safetensors).digest()
-
-    @classmethod
-    def from_params(cls, round: int, architecture: str, params: Params) -> ModelSnapshot:
-        from fl.models import export_safetensors, model_hash
-
-        return cls(round, architecture, model_hash(params), export_safetensors(params))
+def _not_syncing() -> bool:
+    return False
 
 
 class NodeView(Protocol):
@@ -96,7 +59,7 @@ class NodeView(Protocol):
 
 @dataclass
 class LocalView:
-    """A ``NodeView`` over a ledger and mempool, with fields the daemon keeps current."""
+    """A ``NodeView`` over a ledger and mempool and the state the services own."""
 
     node_id: str
     moniker: str
@@ -104,30 +67,27 @@ class LocalView:
     mempool: Mempool
     metrics: NodeMetrics = field(default_factory=NodeMetrics)
     on_tx: Callable[[Tx, bytes | None], Awaitable[None]] | None = None
-    peer_list: list[PeerInfo] = field(default_factory=list)
-    snapshot: ModelSnapshot | None = None
-    history: list[RoundStats] = field(default_factory=list)
-    test_accuracy: float | None = None
-    test_accuracy_round: int | None = None
-    syncing: bool = False
+    fl: FLStatus = field(default_factory=FLStatus)
+    list_peers: Callable[[], list[PeerInfo]] = list
+    is_syncing: Callable[[], bool] = _not_syncing
 
     def peers(self) -> list[PeerInfo]:
-        return list(self.peer_list)
+        return list(self.list_peers())
 
     def catching_up(self) -> bool:
-        return self.syncing
+        return self.is_syncing()
 
     def model(self) -> ModelSnapshot | None:
-        return self.snapshot
+        return self.fl.snapshot
 
     def fl_history(self) -> list[RoundStats]:
-        return list(self.history)
+        return list(self.fl.history)
 
     def latest_accuracy(self) -> float | None:
-        return self.test_accuracy
+        return self.fl.test_accuracy
 
     def accuracy_round(self) -> int | None:
-        return self.test_accuracy_round
+        return self.fl.test_accuracy_round
 
     async def submit_tx(self, tx: Tx, payload: bytes | None) -> None:
         try:

@@ -4,10 +4,15 @@ The name of a blob is its hash, so verification is one hash: a peer that answers
 other bytes is counted, skipped, and the next peer is asked. Requests go to connected
 peers in random order, so one slow or lying peer cannot stall a validator that needs a
 payload to vote.
+
+A global model is a blob too: ``fetch_model`` also checks that the bytes parse as a model
+of the chain's architecture before the model store keeps them, and keeps asking for a
+while, because right after a round closes most peers are still aggregating it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import random
@@ -17,6 +22,7 @@ from node.p2p.host import Host
 from node.p2p.peer_id import PeerID
 from node.p2p.reqresp import HandlerError, ReqRespConfig, RequestError, RequestResponse
 from node.store.blobs import BlobError, BlobStore
+from node.store.models import ModelBytesError, ModelStore
 
 __all__ = ["BLOB_PROTOCOL", "BlobSync", "BlobUnavailable"]
 
@@ -88,3 +94,19 @@ class BlobSync:
         for d in digests:
             if not self.blobs.has(d):
                 self.blobs.put(await self.fetch(d), round=round, durable=False)
+
+    async def fetch_model(
+        self, models: ModelStore, digest: bytes, round: int, *, tries: int = 20, pause: float = 1.0
+    ) -> bool:
+        """Fetch global model ``digest`` into ``models``, up to ``tries`` times ``pause``
+        seconds apart; True once it is stored."""
+        for _ in range(tries):
+            try:
+                data = await self.fetch(digest)
+                models.put_bytes(data, digest, round=round)
+                log.info("fetched global model %s for round %d", digest.hex()[:16], round)
+                return True
+            except (BlobUnavailable, ModelBytesError) as e:
+                log.info("global model %s not fetched yet: %s", digest.hex()[:16], e)
+                await asyncio.sleep(pause)
+        return False

@@ -11,6 +11,10 @@ go out through one ordered outbox task (votes must leave in the order the engine
 them), direct sends run as tasks, and a proposal whose update payloads this node lacks is
 held back while ``fetch_payloads`` fetches them, then verified. The engine is created by
 name through ``consensus.registry``: the node never imports a concrete engine.
+
+``ConsensusHandle`` is the rest of the node's one reference to whichever driver runs now:
+the engine is stopped and replaced while the node catches up, so nothing else keeps a
+driver of its own.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from node.app.application import NodeApp
 from node.core.codec import Record
 from node.p2p.tasks import TaskSet
 
-__all__ = ["AsyncConsensus", "EngineRunner"]
+__all__ = ["AsyncConsensus", "ConsensusHandle", "EngineRunner"]
 
 log = logging.getLogger(__name__)
 
@@ -236,3 +240,29 @@ class AsyncConsensus:
             h.cancel()
         self._timers.clear()
         await self._tasks.aclose()
+
+
+class ConsensusHandle:
+    """Which driver, if any, runs this node's consensus, and whether the node is catching
+    up instead (``catching_up`` in /status).
+
+    The catch-up supervisor (``node.services.catchup``) is the only writer: it installs a
+    driver when an engine starts and removes it while it block-syncs. The gossip handlers
+    and the transaction path feed events through ``feed``; one that arrives while no
+    engine runs is dropped (a new engine learns the current height from its peers).
+    """
+
+    def __init__(self, *, catching_up: bool) -> None:
+        self.driver: AsyncConsensus | None = None
+        self.catching_up = catching_up
+
+    @property
+    def running(self) -> bool:
+        return self.driver is not None
+
+    def is_catching_up(self) -> bool:
+        return self.catching_up
+
+    def feed(self, event: Event) -> None:
+        if self.driver is not None:
+            self.driver.feed(event)

@@ -21,6 +21,11 @@ the training images are kept in memory (see ``fl.data``).
 
 ``close`` sets a stop flag that the training and evaluation loops check between batches,
 so a node stopping mid-round exits in well under a second instead of finishing the epoch.
+
+Where several nodes share one machine, the composition root injects a ``TrainingSlot``
+(``node.testnet.train_slots`` behind it) that each training job holds while it runs, so
+the nodes queue for the cores instead of all training at once; this module knows only the
+callable, so services never depend on the testnet tooling.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -56,9 +62,8 @@ from node.core.codec import sha256
 from node.core.crypto import PrivateKey
 from node.ledger.genesis import Genesis
 from node.ledger.tx import ModelUpdate, Tx, sign_tx
-from node.testnet.train_slots import SlotWaitAborted, TrainSlots, pin_to_slot
 
-__all__ = ["FLWorker", "Shard", "TrainOutcome", "load_shard"]
+__all__ = ["FLWorker", "Shard", "TrainOutcome", "TrainingSlot", "load_shard"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,14 @@ EVAL_BATCH = 32
 
 # How long ``close`` lets a stopping training job finish by itself before cancelling it.
 _STOP_GRACE_S = 1.0
+
+
+class TrainingSlot(Protocol):
+    """Held around each training job, in the worker thread: entering may block until the
+    machine has a free slot (and may pin the thread to that slot's core); it raises
+    ``fl.train.TrainingStopped`` when ``stop`` is set before a slot is free."""
+
+    def __call__(self, stop: threading.Event) -> AbstractContextManager[object]: ...
 
 
 @dataclass(frozen=True)
@@ -132,7 +145,7 @@ class FLWorker:
         current_round: Callable[[], int],
         train_config: TrainConfig | None = None,
         encoding: str = "float32",
-        slots: TrainSlots | None = None,
+        slot: TrainingSlot | None = None,
     ) -> None:
         self.genesis = genesis
         self.arch = genesis.fl.model
@@ -143,12 +156,12 @@ class FLWorker:
         self.current_round = current_round
         self.cfg = train_config or TrainConfig()
         self.encoding = encoding
-        self.slots = slots
+        self.slot = slot
         # Position in the genesis trainer list: names this trainer's training randomness.
         self._index = genesis.trainers.index(key.address) if key.address in genesis.trainers else 0
         # One thread for training and evaluation. A second one cost a second malloc arena
         # (~7 MB of peak RSS) and only let this node's jobs contend with each other; the
-        # daemon submits a new model's evaluation before its training, so the accuracy is
+        # round tracker submits a new model's evaluation before its training, so the accuracy is
         # not held back by an epoch, and a superseded epoch stops at its next batch.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fl-work")
         # Set by ``close``; the loops in the worker threads poll it between batches.
@@ -219,14 +232,11 @@ class FLWorker:
 
     def _in_slot(self, stop: threading.Event, work: Callable[[], T]) -> T:
         """Run ``work`` (in the worker thread) holding a machine-wide compute slot, if
-        slots are configured. Raises TrainingStopped when ``stop`` is set first."""
-        if self.slots is None:
+        one was injected. Raises TrainingStopped when ``stop`` is set first."""
+        if self.slot is None:
             return work()
-        try:
-            with self.slots.hold(stop) as index, pin_to_slot(index):
-                return work()
-        except SlotWaitAborted as e:
-            raise TrainingStopped from e
+        with self.slot(stop):
+            return work()
 
     async def _train(self, round: int, ledger_hash: bytes, params: Params) -> None:
         shard = self.shard

@@ -149,6 +149,18 @@ def test_update_after_block_drops_committed_and_invalidated() -> None:
     assert mp.reap(10**6, 10) == [t1]
 
 
+def test_next_nonce_counts_committed_and_pending_txs() -> None:
+    net, mp = fresh()
+    assert mp.next_nonce(TK[0].address) == 0
+    mp.add(transfer(TK[0], 0))
+    mp.add(transfer(TK[0], 1))
+    assert mp.next_nonce(TK[0].address) == 2
+    block = net.step([transfer(TK[0], 0)])
+    mp.update(block, net.state)  # one committed, one still pending
+    assert mp.next_nonce(TK[0].address) == 2
+    assert mp.next_nonce(TK[1].address) == 0
+
+
 def test_model_updates_one_per_trainer_and_stale_rounds_dropped() -> None:
     net, mp = fresh()
     payload = b"w" * 100

@@ -10,7 +10,7 @@ import pytest
 
 from node.cli.main import main
 from node.ledger.tx import Stake, Transfer, Unstake
-from node.rpc.view import ModelSnapshot
+from node.services.status import ModelSnapshot
 from tests.node.nodekit import RunningNode
 
 
@@ -129,7 +129,7 @@ async def test_model_download_and_eval(
     assert "holds no global model" in capsys.readouterr().err
     assert not out.exists()
     snap = ModelSnapshot.from_params(2, "cnn", init_params("cnn", 3))
-    node.view.snapshot = snap
+    node.view.fl.snapshot = snap
     assert await _run(["model", "download", "--out", str(out), "--node", node.url]) == 0
     assert out.read_bytes() == snap.safetensors
     assert snap.model_hash.hex() in capsys.readouterr().out
@@ -140,7 +140,7 @@ async def test_model_download_and_eval(
         (snap.safetensors[:-4] + b"\0" * 4, "differs from the announced"),  # one weight changed
     ]
     for data, words in cases:
-        node.view.snapshot = ModelSnapshot(2, "cnn", snap.model_hash, data)
+        node.view.fl.snapshot = ModelSnapshot(2, "cnn", snap.model_hash, data)
         assert await _run(["model", "download", "--out", str(out2), "--node", node.url]) == 1
         assert words in capsys.readouterr().err
         assert not out2.exists()

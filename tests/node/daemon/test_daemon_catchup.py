@@ -14,7 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consensus.engine import Engine, MessageReceived, Start
-from consensus.privval import GuardedSigner, MemoryStateStore
 from consensus.registry import EngineConfig, create_engine
 from consensus.tendermint.engine import KEEP_DECISIONS, TendermintEngine
 from consensus.types import Commit
@@ -36,6 +35,7 @@ from node.services.block_sync import (
     SyncedBlock,
 )
 from node.services.consensus_driver import EngineRunner
+from node.services.engine_factory import EngineFactory
 from tests.node.daemon.chainkit import Chain, SimNode, connect
 
 PEER = IdentityKey.from_seed(b"\x05" * 32).peer_id
@@ -305,21 +305,13 @@ async def test_resume_skips_lying_checkpoints(tmp_path: Path, hosts: list[Host])
     assert fresh.app.commits is not None
     sync = _block_sync(hosts[1], fresh)
 
+    # What the daemon does with a peer's checkpoint bytes.
+    engines = EngineFactory(
+        chain.genesis, fresh.ledger, fresh.app.commits, fresh.key, tmp_path / "privval.json"
+    )
+
     def build(cp: PeerCheckpoint) -> Engine | None:
-        """What the daemon does with a peer's checkpoint bytes."""
-        try:
-            engine = create_engine(
-                chain.genesis.consensus_engine,
-                EngineConfig(
-                    chain_id=chain.genesis.chain_id,
-                    signer=GuardedSigner(fresh.key, MemoryStateStore()),
-                    validators=fresh.ledger.validator_set(fresh.ledger.height + 1),
-                    recovery=cp.data,
-                ),
-            )
-        except Exception:
-            return None
-        return engine if engine.height == cp.height + 1 else None
+        return engines.from_checkpoint(cp.data, cp.height)
 
     await connect(hosts[1], hosts[2])
     assert await sync.resume_from_checkpoint(build, tries=2, pause=0) is None

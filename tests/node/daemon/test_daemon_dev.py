@@ -3,9 +3,6 @@ real training, a tx through the RPC, clean shutdown, and a restart that resumes.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -17,16 +14,9 @@ from node.daemon import Daemon, DaemonOptions
 from node.home import init_home
 from node.ledger.tx import Transfer, sign_tx
 from node.store.commits import CommitStore
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-async def _until(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_dev_node_trains_serves_and_restarts(tmp_path: Path, mnist_dir: Path) -> None:
@@ -40,12 +30,13 @@ async def test_dev_node_trains_serves_and_restarts(tmp_path: Path, mnist_dir: Pa
     d = Daemon(home.path, opts)
     await d.start()
     try:
-        await _until(lambda: d.ledger.state.meta.fl_round >= 1, 60, "the first FL round")
-        await _until(lambda: d.view.test_accuracy is not None, 30, "an accuracy")
-        assert d.view.snapshot is not None and d.view.snapshot.round >= 1
+        await wait_for(lambda: d.ledger.state.meta.fl_round >= 1, 60, "the first FL round")
+        await wait_for(lambda: d.view.latest_accuracy() is not None, 30, "an accuracy")
+        snapshot = d.view.model()
+        assert snapshot is not None and snapshot.round >= 1
         g = d.genesis
         other = PrivateKey.from_secret("someone")
-        tx = sign_tx(d.vkey, g.chain_id, d._next_nonce(), g.fees, Transfer(other.address, 42))
+        tx = sign_tx(d.vkey, g.chain_id, d.next_nonce(), g.fees, Transfer(other.address, 42))
         async with aiohttp.ClientSession() as s:
             r = await s.post(
                 f"{d.rpc.url}/txs",
@@ -53,7 +44,7 @@ async def test_dev_node_trains_serves_and_restarts(tmp_path: Path, mnist_dir: Pa
                 headers={"Content-Type": "application/octet-stream"},
             )
             assert r.status < 300, await r.text()
-            await _until(lambda: d.ledger.account(other.address).balance == 42, 30, "the tx")
+            await wait_for(lambda: d.ledger.account(other.address).balance == 42, 30, "the tx")
             status = await (await s.get(f"{d.rpc.url}/status")).json()
             assert status["latest_height"] >= 1 and status["fl_round"] >= 1
     finally:
@@ -69,6 +60,6 @@ async def test_dev_node_trains_serves_and_restarts(tmp_path: Path, mnist_dir: Pa
     await d2.start()
     try:
         assert d2.ledger.height >= height
-        await _until(lambda: d2.ledger.height > height + 1, 30, "blocks after a restart")
+        await wait_for(lambda: d2.ledger.height > height + 1, 30, "blocks after a restart")
     finally:
         await d2.close()

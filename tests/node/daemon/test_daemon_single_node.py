@@ -28,7 +28,7 @@ from fl.train import evaluate_metrics
 from node.home import Home
 from node.home import testnet_init as make_testnet_homes
 from node.services.fl_worker import EVAL_BATCH
-from tests.helpers import free_base_port
+from tests.helpers import free_base_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -59,16 +59,26 @@ class Node:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def wait_for(self, what: str, pred: Any, timeout: float) -> Any:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """``pred``'s first truthy value; fails (with the log) on timeout or exit."""
+        proc = self.proc
+        assert proc is not None
+
+        def seen() -> Any:
             got = pred()
-            if got:
-                return got
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise AssertionError(f"{what} not seen within {timeout}s:\n{self.text()[-3000:]}")
+            if not got and proc.poll() is not None:
+                raise AssertionError(f"the node exited with {proc.returncode}")
+            return got
+
+        try:
+            return wait_until(seen, timeout, what)
+        except AssertionError as e:
+            raise AssertionError(f"{e}:\n{self.text()[-3000:]}") from None
+
+    def cpu_seconds(self) -> float:
+        """CPU time the node process has used so far (user + system)."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def get(self, path: str) -> Any:
         try:
@@ -97,12 +107,16 @@ def node(tmp_path: Path, mnist_dir: Path) -> Iterator[Node]:
             n.proc.wait()
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU time from /proc")
 def test_sigterm_mid_training_stops_the_node_quickly(node: Node) -> None:
     # A lone node's shard is all 60,000 training images: an epoch lasts far longer than
     # this test, so the SIGTERM always lands mid-round.
     node.start()
     node.wait_for("training start", lambda: "round 0: training on" in node.text(), 60)
-    time.sleep(1.0)  # well inside the epoch
+    # Well inside the epoch: the node has trained for a second of CPU time since (a
+    # wall-clock pause proves nothing on a loaded machine).
+    start = node.cpu_seconds()
+    node.wait_for("a second of training", lambda: node.cpu_seconds() >= start + 1.0, 60)
     code, elapsed = node.sigterm()
     text = node.text()
     assert code == 0, text[-3000:]

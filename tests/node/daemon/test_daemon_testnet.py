@@ -20,11 +20,15 @@ import pytest
 from node.config import Config, FLConfig, P2PConfig, RPCConfig
 from node.home import Home, init_home
 from node.home import testnet_init as make_testnet_homes
-from tests.helpers import free_base_port
+from tests.helpers import free_base_port, wait_until
 
 pytestmark = pytest.mark.slow
 
 N = 4
+
+
+class NodeExited(AssertionError):
+    """A node process ended while the test waited for something."""
 
 
 class LocalTestnet:
@@ -69,17 +73,22 @@ class LocalTestnet:
             return None
 
     def wait(self, what: str, pred: Callable[[], bool], timeout: float) -> None:
+        """Wait for ``pred``; fail at once when a node exits, with node0's log on timeout."""
         t0 = time.monotonic()
-        deadline = t0 + timeout
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             for i, p in self.procs.items():
                 if p.poll() is not None:
-                    raise AssertionError(f"node{i} exited with {p.returncode}: {self.tail(i)}")
-            if pred():
-                print(f"{what}: {time.monotonic() - t0:.1f}s", file=sys.stderr)
-                return
-            time.sleep(0.5)
-        raise AssertionError(f"timed out waiting for {what}; node0: {self.tail(0)}")
+                    raise NodeExited(f"node{i} exited with {p.returncode}: {self.tail(i)}")
+            return pred()
+
+        try:
+            wait_until(ready, timeout, what, interval=0.5)
+        except NodeExited:
+            raise
+        except AssertionError as e:
+            raise AssertionError(f"{e}; node0: {self.tail(0)}") from None
+        print(f"{what}: {time.monotonic() - t0:.1f}s", file=sys.stderr)
 
     def tail(self, i: int) -> str:
         path = self.root / f"node{i}.log"
@@ -151,8 +160,20 @@ def test_four_processes_agree_train_and_recover(testnet: LocalTestnet) -> None:
     h = min(_heights(testnet))
     hashes = {json.dumps(testnet.get(i, f"/blocks/{h}"), sort_keys=True) for i in range(N)}
     assert len(hashes) == 1
-    models = {testnet.get(i, "/model/info") is not None for i in range(N)}
-    assert models == {True}
+
+    def holds_the_current_model(i: int) -> bool:
+        info = testnet.get(i, "/model/info")
+        return (
+            info is not None
+            and info["available"] is True
+            and info["model_hash"] == info["chain_model_hash"]
+        )
+
+    testnet.wait(
+        "every node to hold the current global model",
+        lambda: all(map(holds_the_current_model, range(N))),
+        30,
+    )
 
     # A fifth node joins late through --bootstrap: it syncs the chain and fetches the
     # current global model by hash instead of replaying the rounds.

@@ -6,13 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from node.testnet.runner import STATE_FILE, NodeProc
-from tests.helpers import free_base_port
+from tests.helpers import free_base_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -66,14 +65,12 @@ def test_detach_then_down(tmp_path: Path, mnist_dir: Path) -> None:
     state = json.loads((d / STATE_FILE).read_text())
     pids = [int(n["pid"]) for n in state["nodes"]]
     node = NodeProc(0, Path(state["nodes"][0]["home"]), state["nodes"][0]["rpc"])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def produced_blocks() -> bool:
         s = node.status()
-        if s is not None and s["latest_height"] >= 2:
-            break
-        time.sleep(0.5)
-    else:
-        pytest.fail("the detached node never produced blocks")
+        return s is not None and s["latest_height"] >= 2
+
+    wait_until(produced_blocks, 60, "blocks from the detached node", interval=0.5)
     r = _cli("testnet", "down", "--dir", str(d), timeout=60)
     assert r.returncode == 0, r.stderr
     assert "stopped 1 nodes" in r.stdout

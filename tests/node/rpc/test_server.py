@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from node.ledger.tx import Stake, Transfer, sign_tx
 from node.rpc.metrics import NodeMetrics
-from node.rpc.view import ModelSnapshot, PeerInfo, RoundStats
+from node.services.status import ModelSnapshot, PeerInfo, RoundStats
 from tests.node.nodekit import MAX_BODY, RunningNode
 
 
@@ -98,7 +98,7 @@ async def test_validators_accounts_peers(node: RunningNode) -> None:
     status, err = await _get(node.url + "/accounts/xyz")
     assert status == 400 and err["error"]["code"] == "bad_address"
 
-    node.view.peer_list.append(PeerInfo("12D3KooWpeer", "/ip4/127.0.0.1/tcp/1", True))
+    node.view.list_peers = lambda: [PeerInfo("12D3KooWpeer", "/ip4/127.0.0.1/tcp/1", True)]
     _, peers = await _get(node.url + "/peers")
     assert peers == {
         "peers": [{"peer_id": "12D3KooWpeer", "address": "/ip4/127.0.0.1/tcp/1", "outbound": True}]
@@ -116,8 +116,8 @@ async def test_model_and_history(node: RunningNode) -> None:
     from fl.models import import_safetensors, init_params, model_hash
 
     params = init_params("cnn", 1)
-    node.view.snapshot = ModelSnapshot.from_params(4, "cnn", params)
-    node.view.history.append(RoundStats(4, 3, 2, 0.91, 0.3, 12.5, model_hash(params).hex()))
+    node.view.fl.snapshot = ModelSnapshot.from_params(4, "cnn", params)
+    node.view.fl.history.append(RoundStats(4, 3, 2, 0.91, 0.3, 12.5, model_hash(params).hex()))
     _, info = await _get(node.url + "/model/info")
     assert info["available"] is True and info["round"] == 4
     assert info["model_hash"] == model_hash(params).hex()
@@ -248,7 +248,7 @@ async def test_unknown_routes_and_methods_answer_json(node: RunningNode) -> None
 async def test_metrics_text_parses(node: RunningNode) -> None:
     a, b, _ = node.keys
     g = node.genesis
-    node.view.test_accuracy = 0.5
+    node.view.fl.test_accuracy = 0.5
     node.view.metrics.block_seconds.observe(0.8)
     node.view.metrics.gossip_messages.labels(topic="txs", direction="in").inc(3)
     drops = {"reject_signature": 2, "duplicate": 7}

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,16 +17,26 @@ def test_at_most_n_threads_hold_a_slot(tmp_path: Path) -> None:
     slots = TrainSlots(tmp_path / "slots", 2)
     stop = threading.Event()
     active, peak, lock = [0], [0], threading.Lock()
+    # Holders leave in pairs: two are inside at once whatever the scheduler does, and a
+    # third could only join them if the limit were broken.
+    pair = threading.Barrier(2, timeout=10)
 
     def work() -> None:
         with slots.hold(stop):
             with lock:
                 active[0] += 1
                 peak[0] = max(peak[0], active[0])
-            time.sleep(0.05)
+            pair.wait()
             with lock:
                 active[0] -= 1
 
+    # With both slots held, a third holder that will not wait is refused at once.
+    impatient = threading.Event()
+    impatient.set()
+    with slots.hold(stop) as first, slots.hold(stop) as second:
+        assert {first, second} == {0, 1}
+        with pytest.raises(SlotWaitAborted), slots.hold(impatient):
+            pass
     threads = [threading.Thread(target=work) for _ in range(6)]
     for t in threads:
         t.start()
@@ -61,12 +70,15 @@ def test_a_killed_holder_frees_its_slot(tmp_path: Path) -> None:
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        # Still held by the other process: a holder that will not wait gives up at once.
+        impatient = threading.Event()
+        impatient.set()
+        with pytest.raises(SlotWaitAborted), TrainSlots(tmp_path, 1).hold(impatient):
+            pass
         stop = threading.Event()
         got: list[int] = []
         waiter = threading.Thread(target=lambda: got.extend(_take(tmp_path, stop)))
         waiter.start()
-        time.sleep(0.3)
-        assert got == []  # still held by the other process
         holder.kill()
         waiter.join(5)
         assert got == [0]

@@ -80,3 +80,33 @@ def test_store_resolves_genesis_placeholder_and_verifies_fetched(tmp_path: Path)
     store.put_bytes(DATA, digest, round=1)
     assert store.has(digest) and model_hash(store.resolve(digest)) == digest
     assert store.put(PARAMS, round=1) == digest
+
+
+def test_the_last_resolved_model_is_kept_and_a_stored_one_resolves_at_once(
+    tmp_path: Path,
+) -> None:
+    g = genesis_for([PrivateKey.from_secret("m")])
+    blobs = BlobStore(tmp_path)
+    store = ModelStore(blobs, g.fl)
+    digest = store.put(PARAMS, round=2)
+    assert store.resolve(digest) is PARAMS  # the model just stored: no parse
+    assert store.fl_hash(digest) == digest  # past genesis, the ledger hash is the fl hash
+    initial = store.resolve(ZERO_HASH)
+    assert store.resolve(ZERO_HASH) is initial  # cached while it stays the current model
+    assert all(np.array_equal(initial[k], v) for k, v in store.initial().items())
+    again = store.resolve(digest)  # parsed back from the blob this time
+    assert again is not PARAMS and all(np.array_equal(again[k], PARAMS[k]) for k in PARAMS)
+
+
+def test_bytes_from_a_peer_are_stored_only_if_they_are_the_model_asked_for(
+    tmp_path: Path,
+) -> None:
+    g = genesis_for([PrivateKey.from_secret("m")])
+    store = ModelStore(BlobStore(tmp_path, max_blob_bytes=len(DATA) - 1), g.fl)
+    other = canonical_bytes(init_params("fedavg_cnn", 0))
+    with pytest.raises(ModelBytesError):  # hashes right, but not a model of this chain
+        store.put_bytes(other, hashlib.sha256(other).digest())
+    assert not store.has(hashlib.sha256(other).digest())
+    with pytest.raises(ModelBytesError, match="cannot store"):  # the store refuses it
+        store.put_bytes(DATA, model_hash(PARAMS))
+    assert not store.has(model_hash(PARAMS))

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fl.models import init_params, model_hash
+from fl.train import TrainingStopped
 from fl.update import decode_update
 from node.core.codec import sha256
 from node.core.crypto import PrivateKey
@@ -16,6 +20,7 @@ from node.ledger.tx import ModelUpdate, Tx
 from node.services.fl_worker import FLWorker, load_shard
 from node.store.ledger import Ledger
 from node.store.models import ZERO_HASH
+from tests.helpers import wait_for
 from tests.node.daemon.chainkit import genesis_for
 
 KEYS = [PrivateKey.from_secret(f"worker-{i}") for i in range(2)]
@@ -43,10 +48,8 @@ async def _run(tmp_path: Path, mnist_dir: Path, round_now: int) -> tuple[list[Tx
     assert result is not None and 0.0 <= result.accuracy <= 1.0
     # An untrained 10-class model: mean cross-entropy near ln(10), the /fl/history loss.
     assert 1.5 < result.loss < 3.5
-    for _ in range(600):
-        if w._task is not None and w._task.done():
-            break
-        await asyncio.sleep(0.05)
+    assert w._task is not None
+    await asyncio.wait_for(w._task, 60)  # the job ran to its end (a timeout fails the test)
     await w.close()
     for tx, p in zip(got, payloads, strict=True):
         body = tx.body
@@ -62,8 +65,13 @@ async def test_worker_submits_an_update_the_ledger_accepts(tmp_path: Path, mnist
     ledger.check_tx(got[0])  # signed, right round and base, a genesis trainer
 
 
-async def test_worker_drops_an_update_for_a_closed_round(tmp_path: Path, mnist_dir: Path) -> None:
+async def test_worker_drops_an_update_for_a_closed_round(
+    tmp_path: Path, mnist_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="node.services.fl_worker")
     got, _ = await _run(tmp_path, mnist_dir, 1)
+    # Trained to the end and then dropped, not lost to a failure on the way.
+    assert "round 0 closed while training; update dropped" in caplog.text
     assert got == []
 
 
@@ -75,8 +83,6 @@ def test_non_trainers_get_no_shard(mnist_dir: Path) -> None:
 async def test_evaluation_backlog_keeps_only_the_newest_model(mnist_dir: Path) -> None:
     """Models that arrive while the worker thread is busy do not
     queue up: only the newest waiting one is evaluated, the ones it replaced are skipped."""
-    import threading
-
     g = genesis_for(KEYS, min_updates=1)
     shard = load_shard(g, KEYS[1].address, str(mnist_dir), max_samples=64, eval_samples=100)
 
@@ -88,7 +94,8 @@ async def test_evaluation_backlog_keeps_only_the_newest_model(mnist_dir: Path) -
     busy = asyncio.get_running_loop().run_in_executor(w._pool, release.wait)
     params = init_params("cnn", 0)
     jobs = [asyncio.ensure_future(w.evaluate(params)) for _ in range(3)]
-    await asyncio.sleep(0.1)
+    # All three wait behind the busy job (the thread took that one off the queue).
+    await wait_for(lambda: w._pool._work_queue.qsize() == 3, 10, "three queued evaluations")
     release.set()
     await busy
     first, second, newest = await asyncio.gather(*jobs)
@@ -149,17 +156,30 @@ async def test_a_new_round_stops_the_old_rounds_training(
     shard = load_shard(g, KEYS[1].address, str(mnist_dir), max_samples=6000, eval_samples=100)
     rounds = [0]
     got: list[Tx] = []
+    training = threading.Event()
 
     async def submit(tx: Tx, payload: bytes) -> None:
         got.append(tx)
 
+    @contextlib.contextmanager
+    def slot(stop: threading.Event) -> Iterator[None]:
+        training.set()  # the job holds its slot: train_local runs next, in the thread
+        yield
+
     w = FLWorker(
-        g, KEYS[1], shard, submit=submit, next_nonce=lambda: 0, current_round=lambda: rounds[0]
+        g,
+        KEYS[1],
+        shard,
+        submit=submit,
+        next_nonce=lambda: 0,
+        current_round=lambda: rounds[0],
+        slot=slot,
     )
     params = init_params("cnn", 0)
     caplog.set_level(logging.INFO, logger="node.services.fl_worker")
     w.on_model(0, ZERO_HASH, params)
-    await asyncio.sleep(0.3)  # round 0's epoch (thousands of samples) is under way
+    # Round 0's epoch (thousands of samples) is under way.
+    await wait_for(training.is_set, 30, "round 0's training job")
     rounds[0] = 1
     w.on_model(1, ZERO_HASH, params)
     assert w._task is not None
@@ -167,3 +187,42 @@ async def test_a_new_round_stops_the_old_rounds_training(
     await w.close()
     assert "training round 0 stopped: a newer round began" in caplog.text
     assert [tx.body.round for tx in got] == [1]  # type: ignore[union-attr]
+
+
+async def test_training_holds_the_injected_slot_and_a_refused_slot_stops_the_job(
+    mnist_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The composition root's slot limiter wraps each training job in the worker thread;
+    a slot the node stops waiting for ends the round's job without an update."""
+    g = genesis_for(KEYS, min_updates=1)
+    shard = load_shard(g, KEYS[1].address, str(mnist_dir), max_samples=64, eval_samples=100)
+    held: list[str] = []
+    refuse = [False]
+    got: list[Tx] = []
+
+    async def submit(tx: Tx, payload: bytes) -> None:
+        got.append(tx)
+
+    @contextlib.contextmanager
+    def slot(stop: threading.Event) -> Iterator[None]:
+        if refuse[0]:
+            raise TrainingStopped("stopped while waiting for a slot")
+        held.append(threading.current_thread().name)
+        yield
+
+    w = FLWorker(
+        g, KEYS[1], shard, submit=submit, next_nonce=lambda: 0, current_round=lambda: 0, slot=slot
+    )
+    caplog.set_level(logging.INFO, logger="node.services.fl_worker")
+    params = init_params("cnn", 0)
+    w.on_model(0, ZERO_HASH, params)
+    assert w._task is not None
+    await asyncio.wait_for(w._task, 60)
+    assert len(held) == 1 and held[0].startswith("fl-work")  # held in the worker thread
+    assert len(got) == 1
+    refuse[0] = True
+    w.on_model(1, ZERO_HASH, params)
+    await asyncio.wait_for(w._task, 60)
+    await w.close()
+    assert "training round 1 stopped" in caplog.text
+    assert len(got) == 1  # no update for the stopped job
