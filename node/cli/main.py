@@ -71,7 +71,7 @@ def _cmd_keys_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register_keys(sub: argparse._SubParsersAction) -> None:
+def _register_keys(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = sub.add_parser("keys", help="generate or show this node's keys")
     ksub = keys.add_subparsers(dest="keys_cmd", required=True)
     gen = ksub.add_parser("generate", help="create new Ed25519 keys in --home (mode 0600)")
@@ -90,13 +90,13 @@ def _register_keys(sub: argparse._SubParsersAction) -> None:
     show.set_defaults(func=_cmd_keys_show)
 
 
-def _register_version(sub: argparse._SubParsersAction) -> None:
+def _register_version(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v = sub.add_parser("version", help="print the fedchain version")
     v.set_defaults(func=_cmd_version)
 
 
 # Command groups add themselves here (name order is the --help order).
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     register_init,
     _register_keys,
     register_model,

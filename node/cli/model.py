@@ -81,7 +81,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     m = sub.add_parser("model", help="download or evaluate the global model")
     msub = m.add_subparsers(dest="model_cmd", required=True)
     d = msub.add_parser(

@@ -36,7 +36,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_init(sub: argparse._SubParsersAction) -> None:
+def register_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "init",
         help="create a node home: keys, config.toml and genesis.json",
@@ -74,13 +74,15 @@ def _cmd_testnet_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def testnet_group(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
+def testnet_group(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
     """The ``testnet`` command group's subparsers (the daemon adds ``up`` and ``down``)."""
     t = sub.add_parser("testnet", help="create (and run) a multi-node test network")
     return t.add_subparsers(dest="testnet_cmd", required=True)
 
 
-def register_testnet(sub: argparse._SubParsersAction) -> None:
+def register_testnet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tsub = testnet_group(sub)
     p = tsub.add_parser(
         "init",
@@ -141,7 +143,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_status(sub: argparse._SubParsersAction) -> None:
+def register_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("status", help="show a node's height, peers, FL round and accuracy")
     add_node_args(p)
     p.add_argument("--json", action="store_true", help="print the raw JSON")

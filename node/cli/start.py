@@ -62,7 +62,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot start the node: {e}") from e
 
 
-def register_start(sub: argparse._SubParsersAction) -> None:
+def register_start(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "start",
         help="run a full node (p2p, consensus, ledger, FL worker, RPC) until SIGTERM/SIGINT",

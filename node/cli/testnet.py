@@ -139,7 +139,7 @@ def _fraction(text: str) -> float:
     return v
 
 
-def register_testnet_run(tsub: argparse._SubParsersAction) -> None:
+def register_testnet_run(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``up`` and ``down`` to the ``testnet`` group."""
     p = tsub.add_parser(
         "up",

@@ -90,7 +90,7 @@ def _cmd_tx(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tx = sub.add_parser("tx", help="sign and submit a transaction")
     tsub = tx.add_subparsers(dest="tx_cmd", required=True)
     specs = {
