@@ -8,9 +8,9 @@ converting the whole set up front.
 
 Files are streamed, not read whole: each is decompressed in chunks that are hashed and
 from which only the wanted rows are copied. A node that trains on one tenth of the
-training set thus holds its 4.7 MB shard, never the 47 MB file plus its decompressed copy
-(which pushed a node's peak memory up by ~110 MB). ``select_train`` picks the rows from the
-labels, which are read first, so a partition needs nothing else.
+training set thus holds its 4.7 MB shard, never the 47 MB file plus its decompressed copy,
+both of which would add to the node's peak memory. ``select_train`` picks the rows from
+the labels, which are read first, so a partition needs nothing else.
 """
 
 from __future__ import annotations

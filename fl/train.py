@@ -1,15 +1,15 @@
 """Local training and evaluation on uint8 MNIST tensors.
 
-Speed matters (a node trains every round, and simulations train ten nodes per round on two
-cores), so the loop is minimal: indices are shuffled once per epoch, each batch is gathered
-from the uint8 tensor and normalized in place, and no DataLoader or per-sample Python runs.
-Torch threads are set per call (default 1) so many node workers can share a machine
-without oversubscribing it: on a busy 2-core host two intra-op threads per process were
-measured 3x slower than one.
+Speed matters (a node trains every round, and simulations train many nodes per round on a
+few cores), so the loop is minimal: indices are shuffled once per epoch, each batch is
+gathered from the uint8 tensor and normalized in place, and no DataLoader or per-sample
+Python runs. Torch threads are set per call (default 1) so many node workers can share a
+machine without oversubscribing it: on a busy host a second intra-op thread per process
+only contends with the other processes' threads, and the whole gets slower, not faster.
 
 SGD is a few lines of tensor ops here rather than ``torch.optim.SGD``: constructing any
-``torch.optim`` optimizer imports ``torch._dynamo`` (and sympy with it), which was measured
-at +70 MB resident per process, a sixth of a node's memory budget. The update is the same
+``torch.optim`` optimizer imports ``torch._dynamo`` (and sympy with it), which would add a
+sizeable share of a node's memory budget to every process. The update is the same
 sequence of in-place ops as torch's single-tensor SGD, so results are bit-identical (a test
 compares the two). Adam, not used by nodes by default, still comes from ``torch.optim``.
 
@@ -49,8 +49,8 @@ __all__ = [
     "training_seed",
 ]
 
-# Evaluation batch: small batches stay in the CPU caches. One thread, default CNN, 10,000
-# test images: 0.61 CPU-s at 128 images, 0.62 at 64, 1.08 at 500, 1.55 at 2,000.
+# Evaluation batch: small batches stay in the CPU caches, so larger ones cost more CPU per
+# image, not less.
 EVAL_BATCH_SIZE = 128
 
 MNIST_MEAN = 0.1307
@@ -190,12 +190,10 @@ def _to_channels_last(model: nn.Module, device: torch.device) -> nn.Module:
     """Move ``model`` to ``device`` with its 4-d weights in channels-last (NHWC) layout.
 
     With NHWC weights oneDNN runs the convolutions on NHWC activations (a 1-channel image
-    batch already is one) and picks a much faster kernel than for the default NCHW layout.
-    Measured on the default CNN, one thread: a 6,000-image epoch took 1.5 s of CPU instead
-    of 2.7 s, evaluating 10,000 test images 0.7 s instead of 3.0 s, and a node's peak RSS
-    fell by ~7 MB (smaller per-batch temporaries). Only the rounding of the sums changes;
-    parameters keep their names and shapes, and ``get_params`` still returns C-ordered
-    arrays.
+    batch already is one) and picks a much faster kernel than for the default NCHW layout,
+    for training and evaluation alike; its per-batch temporaries are smaller too, which
+    lowers a node's peak memory. Only the rounding of the sums changes; parameters keep
+    their names and shapes, and ``get_params`` still returns C-ordered arrays.
     """
     # ``memory_format`` is a documented keyword of ``Module.to`` missing from its stubs.
     return model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]

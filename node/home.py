@@ -63,8 +63,8 @@ DATA_DIR = "data"
 DEFAULT_BALANCE = 10**12
 DEFAULT_STAKE = 10**6
 # Seconds; Tendermint option timeout_empty_blocks. Longer than a local testnet's round, so
-# most rounds commit one block (the one that closes them): a height of ten validators costs
-# a one-machine testnet ~1.5 CPU-s.
+# most rounds commit one block (the one that closes them): every height costs each
+# validator a proposal, votes to sign and verify and an fsync, CPU that training needs.
 EMPTY_BLOCKS_INTERVAL = 10
 
 
@@ -313,8 +313,7 @@ def testnet_init(
     node0 evaluates each global model on ``eval_samples`` test images and the others on
     ``peer_eval_samples``. By default the others do not evaluate when every node runs on
     this machine: all nodes hold the same global model, so their evaluations would only
-    repeat node0's measurement with CPU taken from training (measured on 10 nodes: about
-    1 CPU-second per round for nine identical numbers). Nodes on their own hosts
+    repeat node0's number with CPU taken from training. Nodes on their own hosts
     (``hostnames``) evaluate on ``eval_samples`` like node0. On one machine the nodes also
     take turns to train, as many at once as the machine has cores (``node.testnet.train_slots``)."""
     if not 1 <= nodes <= 100:

@@ -13,7 +13,7 @@ trainer) until the target accuracy or the round limit, then reports:
 - gossip message bytes per node per round (published + delivered messages: an
   application-level count, not socket bytes) and peak RSS per node (the node's own
   ``ru_maxrss``, i.e. VmHWM). RSS counts every resident page of the shared libraries,
-  ~210 MB of it libtorch code that all nodes share through the page cache, so the script
+  much of it libtorch code that all nodes share through the page cache, so the script
   also samples each node's ``/proc/PID/smaps_rollup`` every second and reports the peak
   PSS (shared pages divided among the processes using them) and USS (private pages):
   what one more node really costs;

@@ -198,10 +198,8 @@ for n in "${nodes[@]}"; do
 done
 log "docker reports all nodes healthy"
 # SIGTERM (forwarded by tini, `init: true`) should stop every node before the grace
-# period ends; a SIGKILL after the grace period shows up as exit code 137. The daemon
-# currently finishes an in-flight training job before exiting (up to a minute on a loaded
-# 2-core machine), so this is reported, and fails the run only with
-# FEDCHAIN_E2E_STRICT_STOP=1 (the default once training is interruptible).
+# period ends; a SIGKILL after the grace period shows up as exit code 137. A node that
+# outlives it is reported, and fails the run only with FEDCHAIN_E2E_STRICT_STOP=1.
 stop_start=$SECONDS
 docker-compose stop --timeout 30 "${nodes[@]}"
 killed=()

@@ -67,8 +67,8 @@ fi
 echo "building $image on $base"
 start=$SECONDS
 docker build --build-arg "BASE_IMAGE=$base" -t "$image" "$root"
-# Superseded fedchain images (untagged by this build) would pile up at ~1 GB each; the
-# unlabelled build-stage layers stay as the cache.
+# Superseded fedchain images (untagged by this build), each a full image with torch, would
+# pile up; the unlabelled build-stage layers stay as the cache.
 docker image prune -f --filter "label=org.opencontainers.image.title=fedchain" >/dev/null
 size="$(docker image inspect --format '{{.Size}}' "$image")"
 echo "built $image in $((SECONDS - start)) s; size $((size / 1000000)) MB"

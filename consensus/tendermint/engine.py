@@ -92,9 +92,9 @@ MAX_ROUND_AHEAD = 64
 MAX_FUTURE_MESSAGES = 4096
 # While a height waits for transactions the node has nothing of the round to re-send, and
 # its status only changes when the wait ends; it re-announces that status on every
-# IDLE_STATUS_EVERY-th gossip tick instead of every tick. On a 10-node testnet, where
-# heights wait ~9 s of every ~10 s FL round, status re-sends at 1/s (each flooded through
-# the mesh) were most of the consensus layer's CPU while idle.
+# IDLE_STATUS_EVERY-th gossip tick instead of every tick. Heights of an FL chain spend
+# most of a round waiting, and a status re-sent on every tick (each flooded through the
+# mesh) would be most of the consensus layer's CPU while it idles.
 IDLE_STATUS_EVERY = 5
 
 PROPOSE, PREVOTE, PRECOMMIT, COMMIT, GOSSIP = "propose", "prevote", "precommit", "commit", "gossip"

@@ -17,8 +17,8 @@ bytes and their hash; everything about blocks, transactions and models is decide
   certificate, and updates the mempool; listeners (FL worker, RPC view, metrics) are told.
 
 It runs on the event loop thread, as the mempool and RPC do, so the ledger is only ever
-touched from one thread; the expensive part (aggregating a ~35k-parameter model) takes
-milliseconds, and training, the truly heavy work, runs elsewhere (``node.services.fl_worker``).
+touched from one thread; the expensive part (aggregating the round's updates) is short
+next to training, the truly heavy work, which runs elsewhere (``node.services.fl_worker``).
 """
 
 from __future__ import annotations

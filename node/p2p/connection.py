@@ -104,9 +104,9 @@ class WireProtocol(asyncio.BufferedProtocol):
         if nbytes == len(self._rview) and not self.lost and self.transport is not None:
             # A full buffer means the socket holds more, and libuv (uvloop) would read it
             # at once, up to 32 times, before the loop runs anything else: a relay busy
-            # verifying 8 MB of input would not run the writer tasks that forward it, and
-            # the next hop would sit idle for tens of milliseconds. One read per loop
-            # iteration, like asyncio's own transports, keeps the pipeline moving.
+            # verifying a large message would not run the writer tasks that forward it, and
+            # the next hop would sit idle meanwhile. One read per loop iteration, like
+            # asyncio's own transports, keeps the pipeline moving.
             self.transport.pause_reading()
             asyncio.get_running_loop().call_soon(self._resume_reading)
 

@@ -69,12 +69,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Activations of a 2,000-image evaluation batch took a node's peak RSS from ~500 MB to
-# ~820 MB. Evaluation runs while the next round trains, so its activations add to the
-# training peak: 250 images cost ~40 MB more than 64, at the same time per image. 32
-# images (with channels-last weights) keep evaluation's share of the malloc arena at ~7 MB
-# instead of ~12 MB, for ~6% more evaluation CPU than 64 (16 would save ~2 MB more for
-# ~11% more CPU).
+# Evaluation runs while the next round trains, so the activations of an evaluation batch
+# add to the training peak. Small batches (with channels-last weights) keep evaluation's
+# share of peak memory and of the malloc arena small, for slightly more evaluation CPU per
+# image; smaller still would save little more memory for noticeably more CPU.
 EVAL_BATCH = 32
 
 
@@ -160,7 +158,7 @@ class FLWorker:
         # Position in the genesis trainer list: names this trainer's training randomness.
         self._index = genesis.trainers.index(key.address) if key.address in genesis.trainers else 0
         # One thread for training and evaluation. A second one cost a second malloc arena
-        # (~7 MB of peak RSS) and only let this node's jobs contend with each other; the
+        # (more peak memory) and only let this node's jobs contend with each other; the
         # round tracker submits a new model's evaluation before its training, so the accuracy is
         # not held back by an epoch, and a superseded epoch stops at its next batch.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fl-work")
@@ -209,9 +207,8 @@ class FLWorker:
             # Evaluation holds no training slot. On one machine only node0 evaluates by
             # default (node.home.testnet_init); in a slot, its evaluation made one slot's
             # queue a job longer than the other's, so the last trainer of every round
-            # trained alone beside an idle core (list scheduling of 10 epochs of 1.45 s
-            # and one 0.85 s evaluation on two slots: 8.1 s instead of 7.7 s). Beside the
-            # two trainers it only shares the cores for a moment.
+            # trained alone beside an idle core and the round ended later. Beside the two
+            # trainers it only shares the cores for a moment.
             return evaluate_metrics(
                 self.arch,
                 params,

@@ -5,9 +5,9 @@ bytes, so a name is also its checksum: reads re-hash and raise ``CorruptBlob`` i
 handing a torn or bit-rotted payload to the aggregation. Writes go to a temp file that is
 fsynced, renamed into place and followed by an fsync of the directory, so after a crash a
 blob is either complete under its name or absent. Blobs that peers can serve again (update
-payloads off the gossip) may skip the fsyncs (``durable=False``): each costs ~20 ms of the
-event loop per payload per node; such a blob torn by a power loss fails its hash check, is
-deleted, and is fetched again like any missing blob.
+payloads off the gossip) may skip the fsyncs (``durable=False``): each would hold the
+event loop for a disk flush per payload per node; such a blob torn by a power loss fails
+its hash check, is deleted, and is fetched again like any missing blob.
 
 Pruning is by FL round: every ``put`` may tag the blob with the round it belongs to (kept in
 a small SQLite index beside the files); ``prune`` deletes blobs whose newest round is older

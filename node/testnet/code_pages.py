@@ -1,13 +1,13 @@
 """Give back the shared-library code pages that only a node's start-up executed.
 
 Loading libtorch runs its static initialisers (operator registration for every backend and
-dtype), which touches about 90 MB of machine code the node never runs again. Those pages
-stay mapped, so they count in the node's RSS for the rest of its life, although no round of
+dtype), which touch much of its machine code once and never again. Those pages stay
+mapped, so they count in the node's RSS for the rest of its life, although no round of
 training or evaluation uses them. ``MADV_DONTNEED`` on a read-only, executable file mapping
 only drops this process's page-table entries: the pages stay in the page cache (shared with
 every other process running the same libraries), and whatever code the node still runs is
-mapped again on its first use, from memory, without disk I/O. Measured on one node: peak
-RSS 392 MB before, 338 MB after (the training and evaluation loop re-maps about 55 MB).
+mapped again on its first use, from memory, without disk I/O. Peak RSS then counts only
+the code that training and evaluation actually run.
 
 Only mappings without anonymous pages are released: a library with text relocations has
 patched copies of its code pages, and dropping those would bring back the unpatched file

@@ -1,10 +1,10 @@
 """Machine-wide training slots: at most N nodes of one machine train at the same time.
 
-A local testnet runs every node on one machine. If all of them train at once, ten
-single-threaded trainers share two cores through the scheduler: each runs a few
-milliseconds, is switched out and comes back to cold caches, and a round takes half as
-long again as the same work done two at a time (measured with ``scripts/bench_testnet.py``).
-With slots, nodes queue for a core instead, which is what an in-process FedAvg loop with a
+A local testnet runs every node on one machine. If all of them train at once, more
+single-threaded trainers than cores share the cores through the scheduler: each runs a few
+milliseconds, is switched out and comes back to cold caches, and a round takes longer than
+the same work done one trainer per core (``scripts/bench_testnet.py`` measures it). With
+slots, nodes queue for a core instead, which is what an in-process FedAvg loop with a
 worker pool does.
 
 A slot is an exclusive ``flock`` on one of N files in a directory that the nodes share.
@@ -14,8 +14,8 @@ never leaves a slot taken. Where ``fcntl`` is missing (Windows) there is no limi
 A slot is also a core: while a thread holds slot i it runs only on the i-th CPU this
 process may use (``pin_to_slot``), so two trainers never share a core while the other
 idles, and the scheduler does not move a trainer between cores mid-epoch when the nodes'
-event loops wake up. Measured on a 10-node testnet, two 6-round A/B pairs: 3-9% less
-training CPU and 3-8% shorter rounds.
+event loops wake up: a migrated trainer starts on cold caches, which costs training CPU and
+lengthens the round.
 """
 
 from __future__ import annotations
