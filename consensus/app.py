@@ -6,7 +6,8 @@ the bytes really hash to that id is part of ``process_proposal``, so a peer that
 signed hash with junk bytes only gets its block rejected.
 
 ``AppConnector`` executes the application-facing effects of any engine synchronously and
-turns the answers into events; the node runs it off the event loop, the simulator inline.
+turns the answers into events; the node's driver and the simulator both run it inline, on
+the thread that drives the engine (the node keeps its slow work, training, elsewhere).
 """
 
 from __future__ import annotations

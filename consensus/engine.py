@@ -13,11 +13,11 @@ Driving an engine (what the node does, and what consensus.sim.network does):
    using a ``GuardedSigner`` over a ``FileStateStore`` and, after a restart, the latest
    ``Checkpoint.data`` as ``recovery``; then feed ``Start()``.
 2. Perform effects in the order returned. App-facing ones (RequestProposal,
-   RequestVerification, CommitBlock) go through ``consensus.app.AppConnector`` (off the
-   event loop) and the events it returns are fed back. Store ``Checkpoint.data``
-   atomically with the block of its height. Arm a timer per ScheduleTimeout and feed
-   TimeoutFired when it expires (stale ones are ignored by the engine). Hand
-   EvidenceFound to the mempool as an evidence transaction.
+   RequestVerification, CommitBlock) go through ``consensus.app.AppConnector``, run
+   inline, and the events it returns are fed back. Store ``Checkpoint.data`` atomically
+   with the block of its height. Arm a timer per ScheduleTimeout and feed TimeoutFired
+   when it expires (stale ones are ignored by the engine). Hand EvidenceFound to the
+   mempool as an evidence transaction.
 3. Feed every consensus message from the network as MessageReceived(peer, bytes).
 """
 

@@ -1,6 +1,6 @@
 """Long fuzzing session for every transport decoder (hypothesis, no sockets needed).
 
-CI runs short hypothesis fuzz tests (tests/p2p/transport); this script runs the same kind
+CI runs short hypothesis fuzz tests (tests/node/p2p/); this script runs the same kind
 of targets for longer. Any exception other than the decoder's own typed error is a bug:
 the script prints the failing input and exits non-zero.
 

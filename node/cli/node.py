@@ -77,7 +77,7 @@ def _cmd_testnet_init(args: argparse.Namespace) -> int:
 def testnet_group(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    """The ``testnet`` command group's subparsers (the daemon adds ``up`` and ``down``)."""
+    """The ``testnet`` command group's subparsers (``node.cli.testnet`` adds ``up``, ``down``)."""
     t = sub.add_parser("testnet", help="create (and run) a multi-node test network")
     return t.add_subparsers(dest="testnet_cmd", required=True)
 

@@ -1,11 +1,11 @@
 """Prometheus metrics of one node, on a registry of its own.
 
 Each node gets its own ``CollectorRegistry`` rather than prometheus-client's global one:
-tests, simulators and ``fedchain testnet`` run several nodes in one process, and the
-global registry refuses a second metric of the same name. The services that own what a
-metric measures (round tracker, catch-up supervisor, gossip handlers) update these objects,
-each through a small protocol of its own naming only the metrics it keeps; ``GET /metrics``
-refreshes the values it can read itself and renders ``NodeMetrics.render()``.
+tests build several nodes in one process, and the global registry refuses a second metric
+of the same name. The services that own what a metric measures (round tracker, catch-up
+supervisor, gossip handlers) update these objects, each through a small protocol of its
+own naming only the metrics it keeps; ``GET /metrics`` refreshes the values it can read
+itself and renders ``NodeMetrics.render()``.
 """
 
 from __future__ import annotations
