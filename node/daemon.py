@@ -215,6 +215,7 @@ class Daemon:
             m.add_event_source("blobsync", lambda: self.blobsync.counters)
             m.add_event_source("app", lambda: self.app.counters)
             self.rpc = RPCServer.from_config(self.view, cfg.rpc)
+            m.add_event_source("rpc", lambda: self.rpc.guard.counters)
             self.worker: FLWorker | None = None  # built by start() (see the class docstring)
             opened.pop_all()
 

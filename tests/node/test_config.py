@@ -86,6 +86,12 @@ def test_any_valid_config_round_trips(
         ("[rpc]\nlisten = '127.0.0.1'", "rpc.listen"),
         ("[rpc]\nlisten = '127.0.0.1:70000'", "rpc.listen"),
         ("[rpc]\nmax_body_bytes = 10", "rpc.max_body_bytes"),
+        ("[rpc]\nheader_timeout = 0", "rpc.header_timeout"),
+        ("[rpc]\nidle_timeout = 3601", "rpc.idle_timeout"),
+        ("[rpc]\nbody_timeout = 0", "rpc.body_timeout"),
+        ("[rpc]\nmax_connections = 0", "rpc.max_connections"),
+        ("[rpc]\nmax_connections = 8\nmax_connections_per_ip = 9", "rpc.max_connections_per_ip"),
+        ("[rpc]\nallowed_hosts = ['a b']", r"rpc.allowed_hosts\[0\]"),
         ("moniker = ", "not valid TOML"),
     ],
 )
