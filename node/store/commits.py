@@ -4,8 +4,12 @@ The chain store keeps block H's certificate only inside block H+1 (as ``last_com
 the newest block's certificate would exist nowhere on disk; block sync needs it to serve
 the tip, and a restarted engine needs its own checkpoint to resume. Both live here, in a
 separate small SQLite file the daemon owns (the chain store's schema belongs to the
-ledger). Writes follow the ledger's commit of the same height; after a crash in between,
-the tip's certificate is simply missing and peers serve it instead.
+ledger). A certificate is written before the ledger commits its block, so every block the
+ledger holds has its certificate on disk; a crash in between leaves only a certificate
+one height past the ledger's tip, which nothing reads (block sync serves heights up to the
+tip) and the block's own commit overwrites. The checkpoint follows the block: after a
+crash in between it is one height old, and the engine is rebuilt without it
+(``node.services.engine_factory``).
 """
 
 from __future__ import annotations
