@@ -86,6 +86,9 @@ class Config:
     moniker: str = "node"
     log_level: str = "info"
     data_dir: str = "data"  # relative paths are relative to the home directory
+    # Seconds the start-up integrity check of the databases may take (node.store.database);
+    # 0 skips it.
+    db_check_seconds: int = 10
     p2p: P2PConfig = field(default_factory=P2PConfig)
     rpc: RPCConfig = field(default_factory=RPCConfig)
     fl: FLConfig = field(default_factory=FLConfig)
@@ -98,6 +101,8 @@ class Config:
             raise ConfigError(f"log_level: {self.log_level!r} is not one of {LOG_LEVELS}")
         if not self.data_dir:
             raise ConfigError("data_dir: must not be empty")
+        if not 0 <= self.db_check_seconds <= 3600:
+            raise ConfigError("db_check_seconds: must be between 0 (no check) and 3600")
         p = self.p2p
         _tcp_multiaddr("p2p.listen", p.listen, peer=False)
         if p.external:
@@ -244,6 +249,9 @@ moniker = {moniker}
 log_level = {log_level}
 # Block store, state and blobs; relative to the home directory.
 data_dir = {data_dir}
+# At start the databases are checked for damaged pages (SQLite quick_check) for at most
+# this many seconds; what is left is checked as it is read. 0: no check.
+db_check_seconds = {db_check_seconds}
 
 [p2p]
 # The multiaddr to listen on for libp2p connections.

@@ -109,11 +109,16 @@ class Daemon:
         data = cfg.data_path(self.home.path)
         data.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as opened:  # closes the stores if a later part fails
-            self.ledger = Ledger.open(data / "chain.sqlite", genesis, fsync=opts.fsync)
+            check = cfg.db_check_seconds
+            self.ledger = Ledger.open(
+                data / "chain.sqlite", genesis, fsync=opts.fsync, check_seconds=check
+            )
             opened.callback(self.ledger.close)
-            self.blobs = BlobStore(data / "blobs")
+            self.blobs = BlobStore(data / "blobs", check_seconds=check)
             opened.callback(self.blobs.close)
-            self.commits = CommitStore(data / "commits.sqlite", fsync=opts.fsync)
+            self.commits = CommitStore(
+                data / "commits.sqlite", fsync=opts.fsync, check_seconds=check
+            )
             opened.callback(self.commits.close)
             self.models = ModelStore(self.blobs, genesis.fl)
             self.mempool = Mempool(self.ledger.state)

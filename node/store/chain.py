@@ -18,8 +18,16 @@ from pathlib import Path
 
 from node.core.codec import CodecError
 from node.ledger.block import Block
+from node.store.database import open_database
+from node.store.errors import StoreError
 
-__all__ = ["ChainStore", "StoreError"]
+__all__ = ["ADVICE", "ChainStore", "StoreError"]
+
+# What to do about a damaged chain.sqlite (node.store.database).
+ADVICE = (
+    "stop the node, move the file aside (with its -wal and -shm files) and start again to "
+    "sync the chain from peers, or restore it from a backup"
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (
@@ -38,23 +46,20 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
-class StoreError(Exception):
-    """The store is unreadable, belongs to another chain, or its contents are inconsistent."""
-
-
 class ChainStore:
     """Blocks by height, the state map, and (genesis hash, height, app hash) metadata."""
 
-    def __init__(self, path: Path, *, fsync: bool = True) -> None:
+    def __init__(self, path: Path, *, fsync: bool = True, check_seconds: float = 0.0) -> None:
+        """Open (or create) the store; ``check_seconds`` > 0 runs the start-up integrity
+        check for at most that long (``node.store.database``)."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot open store {self.path}: {e}") from e
+        self._db = open_database(
+            self.path,
+            schema=_SCHEMA,
+            synchronous="FULL" if fsync else "OFF",
+            check_seconds=check_seconds,
+            advice=ADVICE,
+        )
 
     def close(self) -> None:
         self._db.close()

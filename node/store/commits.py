@@ -14,13 +14,20 @@ crash in between it is one height old, and the engine is rebuilt without it
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from consensus.types import Commit
 from node.core.codec import CodecError
+from node.store.database import open_database
 
-__all__ = ["CommitStore"]
+__all__ = ["ADVICE", "CommitStore"]
+
+# What to do about a damaged commits.sqlite (node.store.database).
+ADVICE = (
+    "stop the node, move the file aside (with its -wal and -shm files) and start again: "
+    "peers serve certificates and checkpoints (a single-validator chain has no peers: "
+    "restore the file from a backup)"
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commits (height INTEGER PRIMARY KEY, data BLOB NOT NULL);
@@ -31,12 +38,17 @@ CREATE TABLE IF NOT EXISTS checkpoint (
 
 
 class CommitStore:
-    def __init__(self, path: Path, *, fsync: bool = True) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
-        self._db.executescript(_SCHEMA)
+    def __init__(self, path: Path, *, fsync: bool = True, check_seconds: float = 0.0) -> None:
+        """Open (or create) the store; ``check_seconds`` > 0 runs the start-up integrity
+        check for at most that long (``node.store.database``)."""
+        self.path = Path(path)
+        self._db = open_database(
+            self.path,
+            schema=_SCHEMA,
+            synchronous="FULL" if fsync else "NORMAL",
+            check_seconds=check_seconds,
+            advice=ADVICE,
+        )
 
     def close(self) -> None:
         self._db.close()

@@ -77,6 +77,7 @@ def test_any_valid_config_round_trips(
         ("[fl]\ndevice = 'tpu'", "fl.device"),
         ("p2p = 1", "p2p: expected a table"),
         ("log_level = 'loud'", "log_level"),
+        ("db_check_seconds = -1", "db_check_seconds"),
         ("[p2p]\nlisten = '/ip4/1.2.3.4/udp/1'", "p2p.listen"),
         ("[p2p]\nlisten = 'localhost:26656'", "p2p.listen"),
         ("[p2p]\nbootstrap = ['/ip4/1.2.3.4/tcp/1']", r"p2p.bootstrap\[0\]: .* lacks the /p2p/"),
