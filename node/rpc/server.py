@@ -16,7 +16,8 @@ Every client may be hostile, so before any handler runs: connections are admitte
 timed by ``node.rpc.connections`` (caps per client IP and in all, deadlines for request
 heads and idle keep-alives), and a request whose Host header names a host this node does
 not answer for gets 403 (``node.rpc.hosts``: DNS rebinding). A client that goes away in
-the middle of a request is logged as one line, not as a failure of the node.
+the middle of a request, or sends one aiohttp cannot parse, is logged as one line, not as a
+failure of the node.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from node import __version__
 from node.app.mempool import AlreadyKnown, MempoolFull, SenderLimit
@@ -117,6 +119,19 @@ async def _admission(request: web.Request, handler: Handler) -> web.StreamRespon
         return await handler(request)
     finally:
         guard.request_finished(request.transport)
+
+
+class _ClientErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server log. aiohttp logs every malformed request (a bad request line,
+    oversized headers) with a traceback; any client can send those, so each is one line
+    at info, like an aborted request. Other failures keep their traceback."""
+
+    def exception(self, msg: object, *args: object, exc_info: object = True, **kw: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            text = " ".join(str(exc_info).split())
+            self.info("%s: %s", str(msg) % args, text)
+        else:
+            self.logger.exception(msg, *args, exc_info=exc_info, **kw)
 
 
 def _view(request: web.Request) -> NodeView:
@@ -456,7 +471,9 @@ class RPCServer:
         )
 
     async def start(self) -> None:
-        runner = web.AppRunner(self.app, access_log=None)
+        runner = web.AppRunner(
+            self.app, access_log=None, logger=_ClientErrorLog(logging.getLogger("aiohttp.server"))
+        )
         await runner.setup()
         site = _GuardedSite(runner, self.host, self._port, self.guard)
         try:

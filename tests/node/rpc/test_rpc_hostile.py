@@ -184,6 +184,22 @@ async def test_an_aborted_request_is_one_log_line_without_traceback(
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
 
 
+async def test_a_malformed_request_is_one_log_line_without_traceback(
+    node: RunningNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for junk in (b"GET /status HTTP/9\r\n\r\n", b"GET /status HTTP/1.1\r\nX-A" + b"a" * 9000):
+        reader, writer = await asyncio.open_connection("127.0.0.1", node.server.port)
+        writer.write(junk + b"\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(1000), 5)
+        assert answer.split(b"\r\n")[0].endswith(b" 400 Bad Request")
+        writer.close()
+    lines = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(lines) == 2 and all(r.levelno == logging.INFO for r in lines)
+    assert all("\n" not in r.getMessage() for r in lines)
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
 @pytest.mark.parametrize(
     "host",
     [
