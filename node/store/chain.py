@@ -18,16 +18,10 @@ from pathlib import Path
 
 from node.core.codec import CodecError
 from node.ledger.block import Block
-from node.store.database import open_database
+from node.store.database import SQLiteStore
 from node.store.errors import StoreError
 
-__all__ = ["ADVICE", "ChainStore", "StoreError"]
-
-# What to do about a damaged chain.sqlite (node.store.database).
-ADVICE = (
-    "stop the node, move the file aside (with its -wal and -shm files) and start again to "
-    "sync the chain from peers, or restore it from a backup"
-)
+__all__ = ["ChainStore", "StoreError"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (
@@ -46,23 +40,15 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
-class ChainStore:
+class ChainStore(SQLiteStore):
     """Blocks by height, the state map, and (genesis hash, height, app hash) metadata."""
 
-    def __init__(self, path: Path, *, fsync: bool = True, check_seconds: float = 0.0) -> None:
-        """Open (or create) the store; ``check_seconds`` > 0 runs the start-up integrity
-        check for at most that long (``node.store.database``)."""
-        self.path = Path(path)
-        self._db = open_database(
-            self.path,
-            schema=_SCHEMA,
-            synchronous="FULL" if fsync else "OFF",
-            check_seconds=check_seconds,
-            advice=ADVICE,
-        )
-
-    def close(self) -> None:
-        self._db.close()
+    SCHEMA = _SCHEMA
+    ADVICE = (
+        "stop the node, move the file aside (with its -wal and -shm files) and start again "
+        "to sync the chain from peers, or restore it from a backup"
+    )
+    UNSYNCED = "OFF"
 
     def __enter__(self) -> ChainStore:
         return self

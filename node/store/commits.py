@@ -14,20 +14,11 @@ crash in between it is one height old, and the engine is rebuilt without it
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from consensus.types import Commit
 from node.core.codec import CodecError
-from node.store.database import open_database
+from node.store.database import SQLiteStore
 
-__all__ = ["ADVICE", "CommitStore"]
-
-# What to do about a damaged commits.sqlite (node.store.database).
-ADVICE = (
-    "stop the node, move the file aside (with its -wal and -shm files) and start again: "
-    "peers serve certificates and checkpoints (a single-validator chain has no peers: "
-    "restore the file from a backup)"
-)
+__all__ = ["CommitStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commits (height INTEGER PRIMARY KEY, data BLOB NOT NULL);
@@ -37,21 +28,13 @@ CREATE TABLE IF NOT EXISTS checkpoint (
 """
 
 
-class CommitStore:
-    def __init__(self, path: Path, *, fsync: bool = True, check_seconds: float = 0.0) -> None:
-        """Open (or create) the store; ``check_seconds`` > 0 runs the start-up integrity
-        check for at most that long (``node.store.database``)."""
-        self.path = Path(path)
-        self._db = open_database(
-            self.path,
-            schema=_SCHEMA,
-            synchronous="FULL" if fsync else "NORMAL",
-            check_seconds=check_seconds,
-            advice=ADVICE,
-        )
-
-    def close(self) -> None:
-        self._db.close()
+class CommitStore(SQLiteStore):
+    SCHEMA = _SCHEMA
+    ADVICE = (
+        "stop the node, move the file aside (with its -wal and -shm files) and start again: "
+        "peers serve certificates and checkpoints (a single-validator chain has no peers: "
+        "restore the file from a backup)"
+    )
 
     def put_commit(self, commit: Commit) -> None:
         self._db.execute(

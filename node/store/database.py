@@ -23,10 +23,11 @@ import logging
 import sqlite3
 import time
 from pathlib import Path
+from typing import ClassVar
 
 from node.store.errors import CorruptStore, StoreError
 
-__all__ = ["corrupt", "is_damage", "open_database", "quick_check"]
+__all__ = ["SQLiteStore", "corrupt", "is_damage", "open_database", "quick_check"]
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +106,27 @@ def open_database(
         db.close()
         raise
     return db
+
+
+class SQLiteStore:
+    """A store that is one SQLite file: its schema, what to do when the file is damaged,
+    and the ``synchronous`` level it runs at without fsync."""
+
+    SCHEMA: ClassVar[str]
+    ADVICE: ClassVar[str]
+    UNSYNCED: ClassVar[str] = "NORMAL"
+
+    def __init__(self, path: Path, *, fsync: bool = True, check_seconds: float = 0.0) -> None:
+        """Open (or create) the store; ``check_seconds`` > 0 runs the start-up integrity
+        check for at most that long."""
+        self.path = Path(path)
+        self._db = open_database(
+            self.path,
+            schema=self.SCHEMA,
+            synchronous="FULL" if fsync else self.UNSYNCED,
+            check_seconds=check_seconds,
+            advice=self.ADVICE,
+        )
+
+    def close(self) -> None:
+        self._db.close()

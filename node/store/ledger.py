@@ -18,7 +18,7 @@ from node.ledger.block import Block
 from node.ledger.genesis import Genesis
 from node.ledger.state import Account, State
 from node.ledger.tx import Tx
-from node.store.chain import ADVICE, ChainStore, StoreError
+from node.store.chain import ChainStore, StoreError
 from node.store.database import corrupt, is_damage
 
 __all__ = ["Ledger"]
@@ -41,7 +41,7 @@ class Ledger:
         except sqlite3.Error as e:
             store.close()
             if is_damage(e):
-                raise corrupt(store.path, e, ADVICE) from e
+                raise corrupt(store.path, e, store.ADVICE) from e
             raise StoreError(f"cannot read store {store.path}: {e}") from e
         except BaseException:
             store.close()
@@ -62,10 +62,10 @@ class Ledger:
         try:
             state = State.from_encoded(genesis, store.state_rows())
         except CodecError as e:
-            raise corrupt(store.path, f"stored state: {e}", ADVICE) from e
+            raise corrupt(store.path, f"stored state: {e}", store.ADVICE) from e
         if state.height != store.height or state.app_hash() != store.app_hash:
             detail = "the stored state does not match the recorded height and app hash"
-            raise corrupt(store.path, detail, ADVICE)
+            raise corrupt(store.path, detail, store.ADVICE)
         return cls(state, store)
 
     def close(self) -> None:
