@@ -57,6 +57,17 @@ class P2PConfig:
 class RPCConfig:
     listen: str = f"127.0.0.1:{DEFAULT_RPC_PORT}"
     max_body_bytes: int = 1 << 20  # POST /txs bodies larger than this get 413
+    # Connection budget (node.rpc.connections): seconds to complete a request head (from
+    # connecting or the first byte after a response), to sit idle between requests, and
+    # to send a POST body; connections per client IP and in all.
+    header_timeout: int = 10
+    idle_timeout: int = 60
+    body_timeout: int = 30
+    max_connections: int = 256
+    max_connections_per_ip: int = 64
+    # Host header names answered besides IP literals, localhost and the listen host
+    # (node.rpc.hosts: DNS rebinding); "*" answers any.
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,9 @@ class Config:
     moniker: str = "node"
     log_level: str = "info"
     data_dir: str = "data"  # relative paths are relative to the home directory
+    # Seconds the start-up integrity check of the databases may take (node.store.database);
+    # 0 skips it.
+    db_check_seconds: int = 10
     p2p: P2PConfig = field(default_factory=P2PConfig)
     rpc: RPCConfig = field(default_factory=RPCConfig)
     fl: FLConfig = field(default_factory=FLConfig)
@@ -87,6 +101,8 @@ class Config:
             raise ConfigError(f"log_level: {self.log_level!r} is not one of {LOG_LEVELS}")
         if not self.data_dir:
             raise ConfigError("data_dir: must not be empty")
+        if not 0 <= self.db_check_seconds <= 3600:
+            raise ConfigError("db_check_seconds: must be between 0 (no check) and 3600")
         p = self.p2p
         _tcp_multiaddr("p2p.listen", p.listen, peer=False)
         if p.external:
@@ -97,8 +113,19 @@ class Config:
         if not 1 <= p.max_peers <= 10_000:
             raise ConfigError("p2p.max_peers: must be between 1 and 10000")
         parse_host_port(self.rpc.listen, key="rpc.listen")
-        if not 1024 <= self.rpc.max_body_bytes <= 64 << 20:
+        r = self.rpc
+        if not 1024 <= r.max_body_bytes <= 64 << 20:
             raise ConfigError("rpc.max_body_bytes: must be between 1024 and 67108864")
+        for key in ("header_timeout", "idle_timeout", "body_timeout"):
+            if not 1 <= getattr(r, key) <= 3600:
+                raise ConfigError(f"rpc.{key}: must be between 1 and 3600 seconds")
+        if not 1 <= r.max_connections <= 65536:
+            raise ConfigError("rpc.max_connections: must be between 1 and 65536")
+        if not 1 <= r.max_connections_per_ip <= r.max_connections:
+            raise ConfigError("rpc.max_connections_per_ip: must be between 1 and max_connections")
+        for i, name in enumerate(r.allowed_hosts):
+            if not name or len(name) > 253 or not name.isprintable() or " " in name:
+                raise ConfigError(f"rpc.allowed_hosts[{i}]: {name!r} is not a host name")
         if not 1 <= self.fl.torch_threads <= 256:
             raise ConfigError("fl.torch_threads: must be between 1 and 256")
         if not 0 <= self.fl.eval_samples <= 10_000:
@@ -222,6 +249,9 @@ moniker = {moniker}
 log_level = {log_level}
 # Block store, state and blobs; relative to the home directory.
 data_dir = {data_dir}
+# At start the databases are checked for damaged pages (SQLite quick_check) for at most
+# this many seconds; what is left is checked as it is read. 0: no check.
+db_check_seconds = {db_check_seconds}
 
 [p2p]
 # The multiaddr to listen on for libp2p connections.
@@ -239,6 +269,18 @@ max_peers = {p2p_max_peers}
 listen = {rpc_listen}
 # Largest accepted POST body in bytes.
 max_body_bytes = {rpc_max_body_bytes}
+# Seconds a connection has to send a complete request head (after connecting, or from
+# the first byte after a response), to sit idle between requests, and to send a body.
+header_timeout = {rpc_header_timeout}
+idle_timeout = {rpc_idle_timeout}
+body_timeout = {rpc_body_timeout}
+# Open connections in all and per client IP; past a cap the one waiting longest for a
+# request goes, or the newcomer gets 503 when every one is busy.
+max_connections = {rpc_max_connections}
+max_connections_per_ip = {rpc_max_connections_per_ip}
+# Host header names answered besides IP literals, localhost and the listen host (a
+# defence against DNS rebinding); add a reverse proxy's name here, or "*" for any.
+allowed_hosts = {rpc_allowed_hosts}
 
 [fl]
 # Train and publish model updates when this node is a trainer in genesis or by stake.

@@ -109,11 +109,16 @@ class Daemon:
         data = cfg.data_path(self.home.path)
         data.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as opened:  # closes the stores if a later part fails
-            self.ledger = Ledger.open(data / "chain.sqlite", genesis, fsync=opts.fsync)
+            check = cfg.db_check_seconds
+            self.ledger = Ledger.open(
+                data / "chain.sqlite", genesis, fsync=opts.fsync, check_seconds=check
+            )
             opened.callback(self.ledger.close)
-            self.blobs = BlobStore(data / "blobs")
+            self.blobs = BlobStore(data / "blobs", check_seconds=check)
             opened.callback(self.blobs.close)
-            self.commits = CommitStore(data / "commits.sqlite", fsync=opts.fsync)
+            self.commits = CommitStore(
+                data / "commits.sqlite", fsync=opts.fsync, check_seconds=check
+            )
             opened.callback(self.commits.close)
             self.models = ModelStore(self.blobs, genesis.fl)
             self.mempool = Mempool(self.ledger.state)
@@ -215,6 +220,7 @@ class Daemon:
             m.add_event_source("blobsync", lambda: self.blobsync.counters)
             m.add_event_source("app", lambda: self.app.counters)
             self.rpc = RPCServer.from_config(self.view, cfg.rpc)
+            m.add_event_source("rpc", lambda: self.rpc.guard.counters)
             self.worker: FLWorker | None = None  # built by start() (see the class docstring)
             opened.pop_all()
 

@@ -13,8 +13,9 @@ bytes and their hash; everything about blocks, transactions and models is decide
   included payloads and rejects any model hash mismatch. Payloads are looked up locally
   only: the driver fetches missing ones from peers *before* asking (``missing_payloads``),
   so this method stays synchronous and deterministic.
-* ``finalize_block`` applies and persists the block (rewards are ledger rules), records its
-  certificate, and updates the mempool; listeners (FL worker, RPC view, metrics) are told.
+* ``finalize_block`` records the block's certificate, applies and persists the block
+  (rewards are ledger rules), and updates the mempool; listeners (FL worker, RPC view,
+  metrics) are told.
 
 It runs on the event loop thread, as the mempool and RPC do, so the ledger is only ever
 touched from one thread; the expensive part (aggregating the round's updates) is short
@@ -355,14 +356,20 @@ class NodeApp:
     def apply_committed(
         self, block: Block, commit: Commit, *, verify_commit: bool = True
     ) -> FinalizeResult:
-        """Apply a block proven by ``commit`` (consensus decision or block sync)."""
+        """Apply a block proven by ``commit`` (consensus decision or block sync).
+
+        The certificate is stored before the block: a process killed in between leaves a
+        certificate for a height the ledger has not reached, which nothing reads and the
+        block's commit replaces. The other order could leave the ledger's tip without a
+        certificate anywhere on disk, and a lone validator could then never propose the
+        next block (its ``last_commit`` is that certificate)."""
         prev_round = self.ledger.state.meta.fl_round
+        if self.commits is not None:
+            self.commits.put_commit(commit)
         try:
             app_hash, vupdates = self.ledger.commit_block(block, verify_commit=verify_commit)
         except BlockError as e:
             raise AppError(f"committed block {block.height} does not apply: {e}") from e
-        if self.commits is not None:
-            self.commits.put_commit(commit)
         self.mempool.update(block)
         self._verdicts.clear()
         n_updates = sum(1 for tx in block.txs if isinstance(tx.body, ModelUpdate))

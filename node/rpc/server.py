@@ -7,13 +7,22 @@ Bad input never reaches the ledger: ``POST /txs`` decodes with the strict codec,
 hands the tx to ``NodeView.submit_tx``, which admits it only if the ledger's own
 transition accepts it after the sender's pending txs; a refused tx changes nothing.
 
-Status codes for a refused tx: 400 undecodable input, 409 already known, 413 too large,
-415 unsupported content type, 422 a well-formed tx the ledger rejects (bad signature,
-wrong chain, bad nonce, fee too low, ...), 429 sender limit, 503 mempool full.
+Status codes for a refused tx: 400 undecodable input, 408 body not received within
+``body_timeout``, 409 already known, 413 too large, 415 unsupported content type, 422 a
+well-formed tx the ledger rejects (bad signature, wrong chain, bad nonce, fee too low,
+...), 429 sender limit, 503 mempool full.
+
+Every client may be hostile, so before any handler runs: connections are admitted and
+timed by ``node.rpc.connections`` (caps per client IP and in all, deadlines for request
+heads and idle keep-alives), and a request whose Host header names a host this node does
+not answer for gets 403 (``node.rpc.hosts``: DNS rebinding). A client that goes away in
+the middle of a request, or sends one aiohttp cannot parse, is logged as one line, not as a
+failure of the node.
 """
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import json
 import logging
@@ -22,6 +31,7 @@ from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from node import __version__
 from node.app.mempool import AlreadyKnown, MempoolFull, SenderLimit
@@ -29,6 +39,8 @@ from node.config import RPCConfig, parse_host_port
 from node.core.codec import CodecError
 from node.core.crypto import parse_address
 from node.ledger.tx import MAX_TX_BYTES, Tx, TxError
+from node.rpc.connections import ConnectionGuard, ConnectionLimits
+from node.rpc.hosts import HostPolicy
 from node.rpc.metrics import CONTENT_TYPE
 from node.rpc.render import render_block, render_validators
 from node.rpc.view import NodeView
@@ -39,6 +51,9 @@ log = logging.getLogger(__name__)
 
 VIEW: web.AppKey[NodeView] = web.AppKey("view")
 MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
+BODY_TIMEOUT: web.AppKey[float] = web.AppKey("body_timeout", float)
+GUARD: web.AppKey[ConnectionGuard] = web.AppKey("guard", ConnectionGuard)
+HOSTS: web.AppKey[HostPolicy] = web.AppKey("hosts", HostPolicy)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -79,9 +94,44 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         elif e.status == 405:
             msg = f"{request.method} is not allowed on {request.path}"
         return error(e.status, code, msg)
+    except ConnectionError as e:
+        # The client went away mid-request (its body never came): its doing, not ours.
+        log.info("RPC %s %s from %s aborted: %s", request.method, request.path, request.remote, e)
+        return error(400, "aborted", "the request was aborted by the client")
     except Exception:
         log.exception("RPC handler for %s failed", request.path)
         return error(500, "internal", "internal error (see the node's log)")
+
+
+@web.middleware
+async def _admission(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse foreign Host headers; tell the connection guard a request is being served."""
+    if not request.app[HOSTS].allows(request.headers.get("Host")):
+        raise _Fail(
+            403,
+            "host_not_allowed",
+            f"this node does not answer for host {request.headers['Host']!r} "
+            "(add it to rpc.allowed_hosts)",
+        )
+    guard = request.app[GUARD]
+    guard.request_started(request.transport)
+    try:
+        return await handler(request)
+    finally:
+        guard.request_finished(request.transport)
+
+
+class _ClientErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server log. aiohttp logs every malformed request (a bad request line,
+    oversized headers) with a traceback; any client can send those, so each is one line
+    at info, like an aborted request. Other failures keep their traceback."""
+
+    def exception(self, msg: object, *args: object, exc_info: object = True, **kw: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            text = " ".join(str(exc_info).split())
+            self.info("%s: %s", str(msg) % args, text)
+        else:
+            self.logger.exception(msg, *args, exc_info=exc_info, **kw)
 
 
 def _view(request: web.Request) -> NodeView:
@@ -258,7 +308,12 @@ def _unhex(doc: dict[str, Any], key: str) -> bytes | None:
 async def submit_tx(request: web.Request) -> web.Response:
     v = _view(request)
     ctype = request.content_type
-    body = await request.read()  # raises 413 past client_max_size
+    timeout = request.app[BODY_TIMEOUT]
+    try:
+        async with asyncio.timeout(timeout):
+            body = await request.read()  # raises 413 past client_max_size
+    except TimeoutError:
+        raise _Fail(408, "body_timeout", f"the body did not arrive within {timeout:g} s") from None
     payload: bytes | None = None
     if ctype == "application/json":
         try:
@@ -317,10 +372,20 @@ async def metrics(request: web.Request) -> web.Response:
     return resp
 
 
-def make_app(view: NodeView, *, max_body_bytes: int = 1 << 20) -> web.Application:
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors])
+def make_app(
+    view: NodeView,
+    *,
+    max_body_bytes: int = 1 << 20,
+    body_timeout: float = 30.0,
+    guard: ConnectionGuard | None = None,
+    hosts: HostPolicy | None = None,
+) -> web.Application:
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[_errors, _admission])
     app[VIEW] = view
     app[MAX_BODY] = max_body_bytes
+    app[BODY_TIMEOUT] = body_timeout
+    app[GUARD] = guard if guard is not None else ConnectionGuard()
+    app[HOSTS] = hosts if hosts is not None else HostPolicy()
     app.router.add_get("/status", status)
     app.router.add_get("/genesis", genesis)
     app.router.add_get("/blocks/latest", block_latest)
@@ -336,13 +401,51 @@ def make_app(view: NodeView, *, max_body_bytes: int = 1 << 20) -> web.Applicatio
     return app
 
 
+class _GuardedSite(web.BaseSite):
+    """A TCP site whose connections pass the server's ``ConnectionGuard`` first."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, guard: ConnectionGuard):
+        super().__init__(runner)
+        self._host, self._port, self._guard = host, port, guard
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            self._guard.wrap(server), self._host, self._port
+        )
+
+
 class RPCServer:
-    """The RPC app bound to ``host:port`` (port 0 picks a free port; see ``port``)."""
+    """The RPC app bound to ``host:port`` (port 0 picks a free port; see ``port``).
+
+    ``allowed_hosts`` adds names to the Host header check (``node.rpc.hosts``); the name
+    it listens on is always allowed."""
 
     def __init__(
-        self, view: NodeView, host: str = "127.0.0.1", port: int = 26657, **kw: Any
+        self,
+        view: NodeView,
+        host: str = "127.0.0.1",
+        port: int = 26657,
+        *,
+        max_body_bytes: int = 1 << 20,
+        body_timeout: float = 30.0,
+        limits: ConnectionLimits | None = None,
+        allowed_hosts: tuple[str, ...] = (),
     ) -> None:
-        self.app = make_app(view, **kw)
+        self.guard = ConnectionGuard(limits)
+        self.app = make_app(
+            view,
+            max_body_bytes=max_body_bytes,
+            body_timeout=body_timeout,
+            guard=self.guard,
+            hosts=HostPolicy((host, *allowed_hosts)),
+        )
         self.host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -351,12 +454,28 @@ class RPCServer:
     def from_config(cls, view: NodeView, cfg: RPCConfig) -> RPCServer:
         """The server a node's ``[rpc]`` config section describes."""
         host, port = parse_host_port(cfg.listen, key="rpc.listen")
-        return cls(view, host, port, max_body_bytes=cfg.max_body_bytes)
+        limits = ConnectionLimits(
+            max_connections=cfg.max_connections,
+            max_per_ip=cfg.max_connections_per_ip,
+            header_timeout=cfg.header_timeout,
+            idle_timeout=cfg.idle_timeout,
+        )
+        return cls(
+            view,
+            host,
+            port,
+            max_body_bytes=cfg.max_body_bytes,
+            body_timeout=cfg.body_timeout,
+            limits=limits,
+            allowed_hosts=cfg.allowed_hosts,
+        )
 
     async def start(self) -> None:
-        runner = web.AppRunner(self.app, access_log=None)
+        runner = web.AppRunner(
+            self.app, access_log=None, logger=_ClientErrorLog(logging.getLogger("aiohttp.server"))
+        )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port)
+        site = _GuardedSite(runner, self.host, self._port, self.guard)
         try:
             await site.start()
         except OSError as e:

@@ -17,11 +17,20 @@ sets.
 
 A running node can fall behind (a partition, a paused process, gossip lost in a
 reconnect) further than the engine's own catch-up messages reach. ``BlockSync.probe``
-asks one peer for the next ``PROBE_BLOCKS`` blocks and checks their certificates without
-applying anything, and ``LagDetector`` decides from such probes when pausing consensus
-for a block sync is worth it. Only certificates count as evidence, never a claimed tip
-alone: a peer that claims a huge height without the certificates to back it makes this
-node do nothing but one small request.
+asks one peer (``PROBE_PROTOCOL``) for the headers and certificates of the next
+``PROBE_BLOCKS`` heights and checks the certificates without applying anything, and
+``LagDetector`` decides from such probes when pausing consensus for a block sync is worth
+it. Only certificates count as evidence, never a claimed tip alone: a peer that claims a
+huge height without the certificates to back it makes this node do nothing but one small
+request. A probe needs no blocks, so its replies are bounded by what a header and a
+certificate of the largest validator set can take (``PROBE_MAX_BYTES``): any peer may be
+asked once a second, and a reply of tens of MiB from each would stall the event loop.
+
+What a peer sends is decoded and its certificates are checked off the event loop when
+it is large (a batch of blocks), so consensus timers, gossip and RPC keep running while a
+node syncs. A peer whose reply does not decode or does not verify misbehaved (an honest
+one never serves that; a slow or unreachable one only fails): it is reported to the host
+(``report_misbehaviour``, the scoring hooks) and disconnected.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from typing import Annotated, ClassVar, TypeVar
 
 from consensus.types import Commit, CommitError
 from node.core.codec import U32, U64, Bytes, CodecError, Record, Seq
-from node.ledger.block import Block
+from node.ledger.block import Block, Header
 from node.p2p.host import Host
 from node.p2p.multistream import MultistreamError
 from node.p2p.peer_id import PeerID
@@ -46,15 +55,19 @@ from node.store.ledger import Ledger
 __all__ = [
     "BLOCKS_PROTOCOL",
     "CHECKPOINT_PROTOCOL",
+    "PROBE_PROTOCOL",
     "BadSyncPeer",
     "BlockSync",
     "BlocksRequest",
     "BlocksResponse",
     "CatchUpPolicy",
+    "CertifiedHeader",
     "CheckpointResponse",
+    "InvalidSyncData",
     "LagDetector",
     "PeerCheckpoint",
     "Probe",
+    "ProbeResponse",
     "SyncedBlock",
 ]
 
@@ -62,6 +75,7 @@ log = logging.getLogger(__name__)
 
 BLOCKS_PROTOCOL = "/fedchain/blocks/1"
 CHECKPOINT_PROTOCOL = "/fedchain/checkpoint/1"
+PROBE_PROTOCOL = "/fedchain/probe/1"
 MAX_BATCH = 64
 RESPONSE_BUDGET = 16 << 20
 MAX_RESPONSE = 64 << 20
@@ -72,6 +86,13 @@ PEER_FAULTS = (RequestError, CodecError, MultistreamError, ConnectionError, Time
 # peer committed first); two prove a real gap, and only then is a peer's claimed tip
 # believed enough to sync at once.
 PROBE_BLOCKS = 2
+# A probe reply: PROBE_BLOCKS headers with certificates signed by up to MAX_VALIDATORS
+# (about 110 KiB each at that size). Not a setting: less refuses honest replies of a big
+# validator set, more serves nobody.
+PROBE_MAX_BYTES = 256 << 10
+# Replies at least this large are decoded in a worker thread: below it, decoding costs
+# less than the hop to the thread.
+DECODE_IN_THREAD_BYTES = 256 << 10
 
 
 class BlocksRequest(Record):
@@ -90,13 +111,28 @@ class BlocksResponse(Record):
     blocks: Annotated[tuple[SyncedBlock, ...], Seq(MAX_BATCH)]
 
 
+class CertifiedHeader(Record):
+    header: Header
+    commit: Commit
+
+
+class ProbeResponse(Record):
+    MAX_SIZE: ClassVar[int] = PROBE_MAX_BYTES
+    tip: U64
+    heights: Annotated[tuple[CertifiedHeader, ...], Seq(PROBE_BLOCKS)]
+
+
 class CheckpointResponse(Record):
     height: U64
     data: Annotated[bytes, Bytes(0, 16 << 20)]
 
 
 class BadSyncPeer(Exception):
-    """A peer served something that does not verify."""
+    """A peer could not serve this node: unreachable, slow, or it sent something invalid."""
+
+
+class InvalidSyncData(BadSyncPeer):
+    """What the peer sent does not decode or does not verify: the peer misbehaved."""
 
 
 Apply = Callable[[Block, Commit], object]
@@ -202,6 +238,8 @@ class BlockSync:
         cfg = ReqRespConfig(max_request=64, max_response=MAX_RESPONSE, timeout=timeout)
         self.blocks_rr = RequestResponse(host, BLOCKS_PROTOCOL, self._serve_blocks, cfg)
         self.checkpoint_rr = RequestResponse(host, CHECKPOINT_PROTOCOL, self._serve_checkpoint, cfg)
+        probe_cfg = ReqRespConfig(max_request=64, max_response=PROBE_MAX_BYTES, timeout=timeout)
+        self.probe_rr = RequestResponse(host, PROBE_PROTOCOL, self._serve_probe, probe_cfg)
 
     def _count(self, reason: str) -> None:
         self.counters[reason] = self.counters.get(reason, 0) + 1
@@ -215,15 +253,20 @@ class BlockSync:
         nxt = self.ledger.store.block(height + 1)
         return None if nxt is None else nxt.last_commit
 
-    async def _serve_blocks(self, peer: PeerID, request: bytes) -> bytes:
+    def _served_heights(self, request: bytes, most: int) -> range:
+        """The heights a blocks or probe request asks for, clamped to ``most`` and our tip."""
         try:
             req = BlocksRequest.decode(request)
         except CodecError as e:
             raise HandlerError(f"bad blocks request: {e}") from None
+        end = min(req.start + min(req.count, most), self.ledger.height + 1)
+        return range(max(1, req.start), end)
+
+    async def _serve_blocks(self, peer: PeerID, request: bytes) -> bytes:
         tip = self.ledger.height
         out: list[SyncedBlock] = []
         used = 0
-        for h in range(max(1, req.start), min(req.start + min(req.count, MAX_BATCH), tip + 1)):
+        for h in self._served_heights(request, MAX_BATCH):
             block = self.ledger.store.block(h)
             commit = self.commit_for(h)
             if block is None or commit is None:
@@ -236,6 +279,17 @@ class BlockSync:
             used += size
         return BlocksResponse(tip, tuple(out)).encode()
 
+    async def _serve_probe(self, peer: PeerID, request: bytes) -> bytes:
+        tip = self.ledger.height
+        out: list[CertifiedHeader] = []
+        for h in self._served_heights(request, PROBE_BLOCKS):
+            block = self.ledger.store.block(h)
+            commit = self.commit_for(h)
+            if block is None or commit is None:
+                break
+            out.append(CertifiedHeader(block.header, commit))
+        return ProbeResponse(tip, tuple(out)).encode()
+
     async def _serve_checkpoint(self, peer: PeerID, request: bytes) -> bytes:
         cp = self.local_checkpoint()
         if cp is None:
@@ -244,34 +298,49 @@ class BlockSync:
 
     # ----------------------------------------------------------------- syncing
 
-    def _verify(self, item: SyncedBlock, expected: int) -> None:
-        """Raise BadSyncPeer unless ``item`` is block ``expected`` with a certificate of
-        more than 2/3 of the power the ledger says is in effect at that height."""
-        block, commit = item.block, item.commit
-        if block.height != expected:
-            raise BadSyncPeer(f"block {block.height} where {expected} was asked")
-        if commit.height != block.height or commit.block_hash != block.hash:
-            raise BadSyncPeer(f"certificate is not for block {block.height}")
+    async def _verify(self, header: Header, commit: Commit, expected: int) -> None:
+        """Raise InvalidSyncData unless ``header`` is of height ``expected`` and ``commit``
+        certifies it with more than 2/3 of the power the ledger says is in effect there."""
+        if header.height != expected:
+            raise InvalidSyncData(f"block {header.height} where {expected} was asked")
+        if commit.height != header.height or commit.block_hash != header.hash:
+            raise InvalidSyncData(f"certificate is not for block {header.height}")
         try:
-            vset = self.ledger.validator_set(block.height)
-            vset.verify_commit(self.ledger.state.chain_id, commit)
-        except (CommitError, KeyError) as e:
-            raise BadSyncPeer(f"certificate of block {block.height}: {e}") from e
+            vset = self.ledger.validator_set(header.height)
+        except KeyError as e:  # our ledger cannot judge it: not the peer's fault
+            raise BadSyncPeer(f"certificate of block {header.height}: {e}") from e
+        try:
+            await asyncio.to_thread(vset.verify_commit, self.ledger.state.chain_id, commit)
+        except CommitError as e:
+            raise InvalidSyncData(f"certificate of block {header.height}: {e}") from e
 
-    def _verify_and_apply(self, item: SyncedBlock) -> None:
-        self._verify(item, self.ledger.height + 1)
+    async def _verify_and_apply(self, item: SyncedBlock) -> None:
+        await self._verify(item.block.header, item.commit, self.ledger.height + 1)
         self.apply(item.block, item.commit)
 
     async def _request(
-        self, peer: PeerID, start: int, count: int, timeout: float | None = None
-    ) -> BlocksResponse:
+        self, rr: RequestResponse, peer: PeerID, start: int, count: int, timeout: float | None
+    ) -> bytes:
         try:
-            raw = await self.blocks_rr.request(
-                peer, BlocksRequest(start, count).encode(), timeout=timeout
-            )
-            return BlocksResponse.decode(raw)
+            return await rr.request(peer, BlocksRequest(start, count).encode(), timeout=timeout)
         except PEER_FAULTS as e:
             raise BadSyncPeer(f"blocks from {start}: {e}") from e
+
+    async def _blocks(self, peer: PeerID, start: int, count: int) -> BlocksResponse:
+        raw = await self._request(self.blocks_rr, peer, start, count, None)
+        try:
+            if len(raw) < DECODE_IN_THREAD_BYTES:
+                return BlocksResponse.decode(raw)
+            return await asyncio.to_thread(BlocksResponse.decode, raw)
+        except CodecError as e:
+            raise InvalidSyncData(f"blocks from {start}: {e}") from e
+
+    def _blame(self, peer: PeerID, error: InvalidSyncData) -> None:
+        """A peer served sync data that does not decode or verify: report and drop it."""
+        self._count("sync_invalid_data")
+        log.warning("%s served invalid sync data, disconnecting: %s", peer, error)
+        self.host.report_misbehaviour(peer, "sync_invalid_data")
+        self.host.disconnect(peer, "sync_invalid_data")
 
     async def sync_from(self, peer: PeerID, until: int | None = None) -> int:
         """Pull blocks from ``peer`` until it has no more (or height ``until`` is
@@ -280,9 +349,9 @@ class BlockSync:
         while until is None or self.ledger.height < until:
             start = self.ledger.height + 1
             count = MAX_BATCH if until is None else min(MAX_BATCH, until - start + 1)
-            resp = await self._request(peer, start, count)
+            resp = await self._blocks(peer, start, count)
             for item in resp.blocks[:count]:
-                self._verify_and_apply(item)
+                await self._verify_and_apply(item)
                 applied += 1
             if not resp.blocks or self.ledger.height >= resp.tip:
                 break
@@ -302,23 +371,37 @@ class BlockSync:
             except BadSyncPeer as e:
                 self._count("sync_bad_peer")
                 log.warning("block sync with %s failed: %s", peer, e)
+                if isinstance(e, InvalidSyncData):
+                    self._blame(peer, e)
         return total
 
     async def probe(self, peer: PeerID, timeout: float = 5.0) -> Probe:
-        """Ask ``peer`` for the blocks after ours and verify their certificates, applying
-        nothing; raises BadSyncPeer when the peer serves something that does not verify."""
+        """Ask ``peer`` for the headers and certificates after ours and verify them,
+        applying nothing; raises BadSyncPeer when the peer cannot answer, InvalidSyncData
+        (after blaming the peer) when its answer does not decode or verify."""
         base = self.ledger.height
-        resp = await self._request(peer, base + 1, PROBE_BLOCKS, timeout)
-        proven = base
-        for item in resp.blocks[:PROBE_BLOCKS]:
-            # The ledger at ``base`` knows the validator sets of base+1 and base+2 (set
-            # changes take effect two heights after the block deciding them).
+        raw = await self._request(self.probe_rr, peer, base + 1, PROBE_BLOCKS, timeout)
+        try:
             try:
-                self._verify(item, proven + 1)
-            except BadSyncPeer:
-                self._count("probe_bad_peer")
-                raise
-            proven += 1
+                resp = ProbeResponse.decode(raw)
+            except CodecError as e:
+                raise InvalidSyncData(f"probe reply: {e}") from e
+            proven = base
+            if self.ledger.height != base:
+                # We moved on while asking: the answer is about heights we have.
+                return Probe(peer, base, resp.tip, proven)
+            for item in resp.heights:
+                # The ledger at ``base`` knows the validator sets of base+1 and base+2 (set
+                # changes take effect two heights after the block deciding them).
+                try:
+                    await self._verify(item.header, item.commit, proven + 1)
+                except InvalidSyncData:
+                    self._count("probe_bad_peer")
+                    raise
+                proven += 1
+        except InvalidSyncData as e:
+            self._blame(peer, e)
+            raise
         return Probe(peer, base, resp.tip, proven)
 
     async def fetch_checkpoint(

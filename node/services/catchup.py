@@ -2,7 +2,8 @@
 
 Start-up (``sync_at_start``): wait a few seconds for a first peer when peers are
 configured, pull missing blocks (``node.services.block_sync``), and fetch the current
-global model by hash rather than replaying every round. ``start`` then builds the engine
+global model by hash rather than replaying every round (also when the stored copy is
+damaged: ``ModelStore.intact``). ``start`` then builds the engine
 for the height reached from this node's own state (``EngineFactory.local``); when sync
 went past its own checkpoint, the watcher starts it from a peer's as soon as it runs.
 
@@ -114,7 +115,8 @@ class CatchUp:
                 await asyncio.sleep(0.1)
         await self._sync_passes()
         meta = self.ledger.state.meta
-        if not self.models.has(meta.global_model):
+        # Read, not only looked up: a damaged model is dropped and fetched again by hash.
+        if not self.models.intact(meta.global_model):
             await self.blobsync.fetch_model(self.models, meta.global_model, meta.fl_round)
 
     def start(self) -> None:

@@ -40,7 +40,7 @@ from node.p2p.tasks import TaskSet
 from node.services.blob_sync import BlobSync
 from node.services.round_log import RoundLog
 from node.services.status import FLStatus, ModelSnapshot, RoundStats
-from node.store.blobs import BlobStore
+from node.store.blobs import BlobError, BlobStore
 from node.store.ledger import Ledger
 from node.store.models import ModelBytesError, ModelStore
 
@@ -163,7 +163,9 @@ class RoundTracker:
         meta = self.ledger.state.meta
         try:
             params: Params = self.models.resolve(meta.global_model)
-        except (KeyError, ModelBytesError, OSError) as e:
+        except (KeyError, BlobError, ModelBytesError, OSError) as e:
+            # Missing or damaged (then removed): the node goes on without it; it is
+            # fetched by hash at the next start-up, resume or round.
             log.info("global model of round %d not available: %s", meta.fl_round, e)
             return None
         self.status.snapshot = ModelSnapshot.from_params(meta.fl_round, self.models.arch, params)

@@ -17,13 +17,19 @@ than the retention window, except pinned hashes (e.g. the current global model).
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
 from node.core.atomic_file import write_atomic
+from node.store.database import open_database
 
 __all__ = ["BlobError", "BlobNotFound", "BlobStore", "CorruptBlob"]
+
+# What to do about a damaged index.sqlite (node.store.database).
+INDEX_ADVICE = (
+    "stop the node and delete the file (with its -wal and -shm files): it only records "
+    "the round of each blob for pruning, and the node starts a new one"
+)
 
 
 class BlobError(Exception):
@@ -39,18 +45,23 @@ class CorruptBlob(BlobError):
 
 
 class BlobStore:
-    def __init__(self, root: Path, *, max_blob_bytes: int = 64 << 20) -> None:
+    def __init__(
+        self, root: Path, *, max_blob_bytes: int = 64 << 20, check_seconds: float = 0.0
+    ) -> None:
+        """``check_seconds`` > 0 runs the start-up integrity check of the index for at
+        most that long (``node.store.database``)."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_blob_bytes = max_blob_bytes
-        self._index = sqlite3.connect(self.root / "index.sqlite", isolation_level=None)
-        self._index.execute("PRAGMA journal_mode=WAL")
-        # The index only drives pruning: after a power loss, a lost row leaves a blob
-        # unpruned, never a wrong one deleted; NORMAL spares an fsync per put.
-        self._index.execute("PRAGMA synchronous=NORMAL")
-        self._index.execute(
-            "CREATE TABLE IF NOT EXISTS rounds (hash BLOB PRIMARY KEY, round INTEGER NOT NULL)"
-            " WITHOUT ROWID"
+        self._index = open_database(
+            self.root / "index.sqlite",
+            schema="CREATE TABLE IF NOT EXISTS rounds"
+            " (hash BLOB PRIMARY KEY, round INTEGER NOT NULL) WITHOUT ROWID;",
+            # The index only drives pruning: after a power loss, a lost row leaves a blob
+            # unpruned, never a wrong one deleted; NORMAL spares an fsync per put.
+            synchronous="NORMAL",
+            check_seconds=check_seconds,
+            advice=INDEX_ADVICE,
         )
 
     def close(self) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from node.core.codec import CodecError
 from node.ledger.block import Block
+from node.store.database import SQLiteStore
+from node.store.errors import StoreError
 
 __all__ = ["ChainStore", "StoreError"]
 
@@ -38,26 +40,15 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
-class StoreError(Exception):
-    """The store is unreadable, belongs to another chain, or its contents are inconsistent."""
-
-
-class ChainStore:
+class ChainStore(SQLiteStore):
     """Blocks by height, the state map, and (genesis hash, height, app hash) metadata."""
 
-    def __init__(self, path: Path, *, fsync: bool = True) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot open store {self.path}: {e}") from e
-
-    def close(self) -> None:
-        self._db.close()
+    SCHEMA = _SCHEMA
+    ADVICE = (
+        "stop the node, move the file aside (with its -wal and -shm files) and start again "
+        "to sync the chain from peers, or restore it from a backup"
+    )
+    UNSYNCED = "OFF"
 
     def __enter__(self) -> ChainStore:
         return self

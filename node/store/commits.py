@@ -4,17 +4,19 @@ The chain store keeps block H's certificate only inside block H+1 (as ``last_com
 the newest block's certificate would exist nowhere on disk; block sync needs it to serve
 the tip, and a restarted engine needs its own checkpoint to resume. Both live here, in a
 separate small SQLite file the daemon owns (the chain store's schema belongs to the
-ledger). Writes follow the ledger's commit of the same height; after a crash in between,
-the tip's certificate is simply missing and peers serve it instead.
+ledger). A certificate is written before the ledger commits its block, so every block the
+ledger holds has its certificate on disk; a crash in between leaves only a certificate
+one height past the ledger's tip, which nothing reads (block sync serves heights up to the
+tip) and the block's own commit overwrites. The checkpoint follows the block: after a
+crash in between it is one height old, and the engine is rebuilt without it
+(``node.services.engine_factory``).
 """
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-
 from consensus.types import Commit
 from node.core.codec import CodecError
+from node.store.database import SQLiteStore
 
 __all__ = ["CommitStore"]
 
@@ -26,16 +28,13 @@ CREATE TABLE IF NOT EXISTS checkpoint (
 """
 
 
-class CommitStore:
-    def __init__(self, path: Path, *, fsync: bool = True) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
-        self._db.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        self._db.close()
+class CommitStore(SQLiteStore):
+    SCHEMA = _SCHEMA
+    ADVICE = (
+        "stop the node, move the file aside (with its -wal and -shm files) and start again: "
+        "peers serve certificates and checkpoints (a single-validator chain has no peers: "
+        "restore the file from a backup)"
+    )
 
     def put_commit(self, commit: Commit) -> None:
         self._db.execute(

@@ -8,6 +8,7 @@ in-memory state is rolled back too, so memory and disk never disagree.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from node.ledger.genesis import Genesis
 from node.ledger.state import Account, State
 from node.ledger.tx import Tx
 from node.store.chain import ChainStore, StoreError
+from node.store.database import corrupt, is_damage
 
 __all__ = ["Ledger"]
 
@@ -28,29 +30,43 @@ class Ledger:
         self.store = store
 
     @classmethod
-    def open(cls, path: Path, genesis: Genesis, *, fsync: bool = True) -> Ledger:
-        store = ChainStore(path, fsync=fsync)
+    def open(
+        cls, path: Path, genesis: Genesis, *, fsync: bool = True, check_seconds: float = 0.0
+    ) -> Ledger:
+        """Resume or initialise the ledger at ``path`` (see the module docstring);
+        ``check_seconds``: the store's start-up integrity check (``ChainStore``)."""
+        store = ChainStore(path, fsync=fsync, check_seconds=check_seconds)
         try:
-            if store.genesis_hash is None:
-                state = State.from_genesis(genesis)
-                store.init_genesis(
-                    genesis.hash,
-                    state.app_hash(),
-                    {k: v.encode() for k, v in state.items()},
-                )
-                return cls(state, store)
-            if store.genesis_hash != genesis.hash:
-                raise StoreError("the store belongs to a chain with another genesis")
-            try:
-                state = State.from_encoded(genesis, store.state_rows())
-            except CodecError as e:
-                raise StoreError(f"stored state is corrupt: {e}") from e
-            if state.height != store.height or state.app_hash() != store.app_hash:
-                raise StoreError("stored state does not match the recorded height/app hash")
-            return cls(state, store)
+            return cls._resume(store, genesis)
+        except sqlite3.Error as e:
+            store.close()
+            if is_damage(e):
+                raise corrupt(store.path, e, store.ADVICE) from e
+            raise StoreError(f"cannot read store {store.path}: {e}") from e
         except BaseException:
             store.close()
             raise
+
+    @classmethod
+    def _resume(cls, store: ChainStore, genesis: Genesis) -> Ledger:
+        if store.genesis_hash is None:
+            state = State.from_genesis(genesis)
+            store.init_genesis(
+                genesis.hash,
+                state.app_hash(),
+                {k: v.encode() for k, v in state.items()},
+            )
+            return cls(state, store)
+        if store.genesis_hash != genesis.hash:
+            raise StoreError("the store belongs to a chain with another genesis")
+        try:
+            state = State.from_encoded(genesis, store.state_rows())
+        except CodecError as e:
+            raise corrupt(store.path, f"stored state: {e}", store.ADVICE) from e
+        if state.height != store.height or state.app_hash() != store.app_hash:
+            detail = "the stored state does not match the recorded height and app hash"
+            raise corrupt(store.path, detail, store.ADVICE)
+        return cls(state, store)
 
     def close(self) -> None:
         self.store.close()

@@ -14,6 +14,7 @@ the derived parameters so every node trains and aggregates from the same bytes.
 from __future__ import annotations
 
 import hashlib
+import logging
 import struct
 
 import numpy as np
@@ -23,6 +24,8 @@ from node.ledger.genesis import FLParams
 from node.store.blobs import BlobError, BlobStore
 
 __all__ = ["ZERO_HASH", "ModelBytesError", "ModelStore", "params_from_canonical"]
+
+log = logging.getLogger(__name__)
 
 ZERO_HASH = bytes(32)
 
@@ -89,6 +92,20 @@ class ModelStore:
 
     def has(self, ledger_hash: bytes) -> bool:
         return ledger_hash == ZERO_HASH or self.blobs.has(ledger_hash)
+
+    def intact(self, ledger_hash: bytes) -> bool:
+        """Whether this node holds the model and its bytes are undamaged: they are read and
+        parsed (cheap next to a fetch, so a node checks its current model at start).
+        Bytes that no longer hash to their name are removed by the blob store, so the
+        caller fetches the model again from peers by its hash."""
+        try:
+            self.resolve(ledger_hash)
+        except KeyError:
+            return False
+        except (BlobError, ModelBytesError) as e:
+            log.warning("global model %s is unusable: %s", ledger_hash.hex()[:16], e)
+            return False
+        return True
 
     def resolve(self, ledger_hash: bytes) -> Params:
         """The parameters behind a header's ``global_model_hash``; raises KeyError when

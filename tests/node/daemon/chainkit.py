@@ -154,6 +154,25 @@ class Chain:
         return [n.ledger.height for n in self.nodes]
 
 
+def close_round(chain: Chain, round: int, seed: int) -> None:
+    """Close FL ``round`` (a chain built with ``min_updates=1``) with one update of
+    validator 0's, and run the chain until every node is in the next round."""
+    g, key = chain.genesis, chain.keys[0]
+    meta = chain.nodes[0].ledger.state.meta
+    models = chain.nodes[0].app.models
+    tx, payload = make_update(
+        key,
+        g,
+        round=round,
+        base_ledger_hash=meta.global_model,
+        base_fl_hash=models.fl_hash(meta.global_model),
+        seed=seed,
+        nonce=round,
+    )
+    chain.add_tx(tx, payload)
+    chain.run_until(lambda: all(n.ledger.state.meta.fl_round == round + 1 for n in chain.nodes))
+
+
 async def connect(a: Host, b: Host) -> None:
     """Dial ``b`` from ``a`` by its full /p2p/ address (hosts from the ``hosts`` fixture)."""
     await a.connect(b.listen_addrs[0].with_peer_id(b.peer_id))

@@ -24,14 +24,17 @@ from node.p2p.reqresp import RequestResponse
 from node.services.block_sync import (
     BLOCKS_PROTOCOL,
     CHECKPOINT_PROTOCOL,
+    PROBE_PROTOCOL,
     BadSyncPeer,
     BlocksResponse,
     BlockSync,
     CatchUpPolicy,
+    CertifiedHeader,
     CheckpointResponse,
     LagDetector,
     PeerCheckpoint,
     Probe,
+    ProbeResponse,
     SyncedBlock,
 )
 from node.services.consensus_driver import EngineRunner
@@ -250,12 +253,23 @@ async def test_lying_peers_prove_nothing(tmp_path: Path, hosts: list[Host]) -> N
         "forges": BlocksResponse(2**63, (SyncedBlock(b1, c1), SyncedBlock(b2, forged))).encode(),
         "junk": b"\x93\x00",
     }
+    probe_answers = {
+        "claims": ProbeResponse(2**63, ()).encode(),
+        "forges": ProbeResponse(
+            2**63, (CertifiedHeader(b1.header, c1), CertifiedHeader(b2.header, forged))
+        ).encode(),
+        "junk": b"\x93\x00",
+    }
     lie = ["claims"]
 
     async def serve(peer: PeerID, request: bytes) -> bytes:
         return answers[lie[0]]
 
+    async def serve_probe(peer: PeerID, request: bytes) -> bytes:
+        return probe_answers[lie[0]]
+
     RequestResponse(hosts[0], BLOCKS_PROTOCOL, serve)
+    RequestResponse(hosts[0], PROBE_PROTOCOL, serve_probe)
     fresh = Chain.build(tmp_path / "fresh").nodes[0]
     assert fresh.app.commits is not None
     sync = _block_sync(hosts[1], fresh)

@@ -155,7 +155,9 @@ def _parts(
         handle,
         host=host,  # type: ignore[arg-type]
         ledger=ledger,  # type: ignore[arg-type]
-        models=SimpleNamespace(has=lambda digest: held),  # type: ignore[arg-type]
+        models=SimpleNamespace(  # type: ignore[arg-type]
+            has=lambda digest: held, intact=lambda digest: held
+        ),
         blocksync=sync,  # type: ignore[arg-type]
         blobsync=blobs,  # type: ignore[arg-type]
         engines=Engines(local),  # type: ignore[arg-type]

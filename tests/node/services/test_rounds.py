@@ -19,7 +19,7 @@ from node.services.rounds import RoundTracker
 from node.store.blobs import BlobStore
 from node.store.models import ZERO_HASH, ModelStore
 from tests.helpers import wait_for
-from tests.node.daemon.chainkit import Chain, SimNode, make_update
+from tests.node.daemon.chainkit import Chain, SimNode, close_round
 
 
 @dataclass
@@ -85,23 +85,6 @@ def _tracker(
     return tracker, metrics, fetches
 
 
-def _close_round(chain: Chain, round: int, seed: int) -> None:
-    g, key = chain.genesis, chain.keys[0]
-    meta = chain.nodes[0].ledger.state.meta
-    models = chain.nodes[0].app.models
-    tx, payload = make_update(
-        key,
-        g,
-        round=round,
-        base_ledger_hash=meta.global_model,
-        base_fl_hash=models.fl_hash(meta.global_model),
-        seed=seed,
-        nonce=round,
-    )
-    chain.add_tx(tx, payload)
-    chain.run_until(lambda: all(n.ledger.state.meta.fl_round == round + 1 for n in chain.nodes))
-
-
 def _sample(metrics: NodeMetrics, name: str) -> float | None:
     return metrics.registry.get_sample_value(name)
 
@@ -115,7 +98,7 @@ async def test_a_closed_round_is_announced_evaluated_and_logged(tmp_path: Path) 
     assert worker.models == [(0, ZERO_HASH)]  # told about the genesis model at once
     assert tracker.status.snapshot is not None and tracker.status.snapshot.round == 0
     try:
-        _close_round(chain, 0, seed=1)
+        close_round(chain, 0, seed=1)
         await wait_for(lambda: tracker.status.history, 10, "the round's history row")
         meta = node.ledger.state.meta
         (row,) = tracker.status.history
@@ -154,7 +137,7 @@ async def test_rounds_closed_while_syncing_are_caught_up_when_consensus_resumes(
     status = tracker.status
     try:
         await wait_for(lambda: status.test_accuracy_round == 0, 10, "the genesis evaluation")
-        _close_round(chain, 0, seed=2)
+        close_round(chain, 0, seed=2)
         assert len(tracker._tasks) == 0  # no follow-up of a round closed by sync
         assert _sample(metrics, "fedchain_round_seconds_count") == 0
         await tracker.resumed()
@@ -179,9 +162,9 @@ async def test_a_late_evaluation_does_not_replace_a_newer_accuracy(tmp_path: Pat
     tracker.attach_worker(worker)  # type: ignore[arg-type]
     status = tracker.status
     try:
-        _close_round(chain, 0, seed=3)  # round 1's model: its evaluation is held back
+        close_round(chain, 0, seed=3)  # round 1's model: its evaluation is held back
         await wait_for(lambda: worker.order.count("evaluate") == 2, 10, "round 1's evaluation")
-        _close_round(chain, 1, seed=4)  # round 2's model: evaluated at once
+        close_round(chain, 1, seed=4)  # round 2's model: evaluated at once
         await wait_for(lambda: status.test_accuracy_round == 2, 10, "round 2's accuracy")
         assert [r.round for r in status.history] == [1]
         slow.set()
@@ -195,7 +178,7 @@ async def test_a_late_evaluation_does_not_replace_a_newer_accuracy(tmp_path: Pat
 async def test_a_model_this_node_does_not_hold_is_not_announced(tmp_path: Path) -> None:
     chain = Chain.build(tmp_path, min_updates=1)
     node = chain.nodes[0]
-    _close_round(chain, 0, seed=5)
+    close_round(chain, 0, seed=5)
     empty = ModelStore(BlobStore(tmp_path / "empty"), chain.genesis.fl)
     tracker, _, _ = _tracker(node, tmp_path, models=empty)
     worker = Worker()
