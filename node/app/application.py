@@ -33,8 +33,9 @@ from consensus.app import Block as AppBlock
 from consensus.app import FinalizeResult, PrepareProposalRequest
 from consensus.types import Commit
 from fl.aggregate import AggregationConfig, AggregationError, AggregationResult, aggregate
-from fl.update import DecodedUpdate, decode_update
+from fl.update import DecodedUpdate
 from node.app.mempool import Mempool
+from node.app.updates import BadPayload, MissingPayload, PayloadMismatch, WrongBase, check_update
 from node.core.codec import CodecError
 from node.ledger.block import (
     MAX_BLOCK_BYTES,
@@ -146,25 +147,25 @@ class NodeApp:
             if isinstance(tx.body, ModelUpdate) and self.payload(tx) is None
         ]
 
-    def _decode_payload(self, tx: Tx, base_fl_hash: bytes) -> DecodedUpdate | None:
-        """A payload that matches its tx and the round's base model, else None."""
+    def _decode_payload(self, tx: Tx) -> DecodedUpdate | None:
+        """The update ``tx``'s payload holds, if this node has a usable one, else None.
+
+        The ledger checks the tx itself (round, base model) when the block is built or
+        simulated; ``check_update`` ties the payload to the tx. Mempool payloads passed the
+        same check on admission; payloads fetched from peers for a proposal did not."""
         body = tx.body
         assert isinstance(body, ModelUpdate)
-        data = self.payload(tx)
-        if data is None:
-            return None
         try:
-            upd = decode_update(data, self.models.arch, max_bytes=self.genesis.fl.max_update_bytes)
-        except CodecError:  # UpdateError is one; so is a raw msgpack decode failure
-            self._count("payload_malformed")
+            return check_update(self.genesis.fl, body, self.payload(tx))
+        except MissingPayload:
             return None
-        if upd.round != body.round or upd.num_samples != body.samples:
-            self._count("payload_mismatch")
-            return None
-        if upd.base_hash != base_fl_hash:
+        except WrongBase:
             self._count("payload_wrong_base")
-            return None
-        return upd
+        except BadPayload:
+            self._count("payload_malformed")
+        except PayloadMismatch:
+            self._count("payload_mismatch")
+        return None
 
     # ----------------------------------------------------------------- proposer
 
@@ -233,10 +234,9 @@ class NodeApp:
 
     def _closing_updates(self, height: int) -> list[tuple[Tx, DecodedUpdate]]:
         meta = self.ledger.state.meta
-        base_fl = self.models.fl_hash(meta.global_model)
         out = []
         for tx in self.mempool.model_updates(meta.fl_round):
-            upd = self._decode_payload(tx, base_fl)
+            upd = self._decode_payload(tx)
             if upd is not None:
                 out.append((tx, upd))
             if len(out) == MAX_ROUND_UPDATES:
@@ -319,10 +319,9 @@ class NodeApp:
         if not updates:
             return True
         meta = state.meta
-        base_fl = self.models.fl_hash(meta.global_model)
         decoded = []
         for tx in updates:
-            u = self._decode_payload(tx, base_fl)
+            u = self._decode_payload(tx)
             if u is None:
                 log.info("rejecting block %d: update %s unusable", height, tx.hash.hex()[:16])
                 return False

@@ -9,7 +9,10 @@ transition accepts it after the sender's pending txs; a refused tx changes nothi
 
 Status codes for a refused tx: 400 undecodable input, 409 already known, 413 too large,
 415 unsupported content type, 422 a well-formed tx the ledger rejects (bad signature,
-wrong chain, bad nonce, fee too low, ...), 429 sender limit, 503 mempool full.
+wrong chain, bad nonce, fee too low, ...) or a model update whose payload is missing or
+unusable (undecodable, not finite, not the signed one, trained from another model: the
+mempool's admission check, ``node.app.updates``, the same one gossip applies), 429 sender
+limit, 503 mempool full.
 """
 
 from __future__ import annotations
