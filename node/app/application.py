@@ -117,6 +117,9 @@ class NodeApp:
         self.counters: dict[str, int] = {}
         self._first_seen: OrderedDict[bytes, float] = OrderedDict()
         self._agg_seconds: dict[bytes, float] = {}
+        # The round and pending updates of the last proposal that should have closed the
+        # round but did not (see has_work).
+        self._unclosable: tuple[int, frozenset[bytes]] | None = None
 
     def _count(self, reason: str) -> None:
         self.counters[reason] = self.counters.get(reason, 0) + 1
@@ -198,6 +201,11 @@ class NodeApp:
                     txs = candidate
                     fl_round = meta.fl_round + 1
                     model = self.models.put(new_params, round=fl_round)
+        if fl_round == meta.fl_round and self._may_close(height, len(self._round_updates())):
+            # has_work() counted these updates as a round-closing block, but they did not
+            # close the round (the rule refused them, say): they are no block's work until
+            # the set changes, or a validator alone would cut empty blocks back to back.
+            self._unclosable = self._pending_key()
         time_ms = max(req.time_ms, meta.time_ms + 1)
         header = Header(
             chain_id=state.chain_id,
@@ -226,21 +234,32 @@ class NodeApp:
         to close the FL round. Consensus engines that wait for transactions before an
         empty block (``timeout_empty_blocks``) start a height when this turns true; pending
         updates alone do not count until the round may close, or every update's arrival
-        would cut an empty block."""
+        would cut an empty block.
+
+        Only includable work counts: every pending update passed the full payload check on
+        admission (``node.app.updates``), and a set of updates this node already failed to
+        close the round with does not count again until it changes."""
         if self.mempool.has_ordinary():
             return True
         meta = self.ledger.state.meta
-        return self._may_close(meta.height + 1, len(self.mempool.model_updates(meta.fl_round)))
+        if not self._may_close(meta.height + 1, len(self._round_updates())):
+            return False
+        return self._unclosable != self._pending_key()
+
+    def _round_updates(self) -> list[Tx]:
+        return self.mempool.model_updates(self.ledger.state.meta.fl_round)[:MAX_ROUND_UPDATES]
+
+    def _pending_key(self) -> tuple[int, frozenset[bytes]]:
+        """The current round and the updates pending for it (what ``_unclosable`` records)."""
+        round = self.ledger.state.meta.fl_round
+        return round, frozenset(tx.hash for tx in self._round_updates())
 
     def _closing_updates(self, height: int) -> list[tuple[Tx, DecodedUpdate]]:
-        meta = self.ledger.state.meta
         out = []
-        for tx in self.mempool.model_updates(meta.fl_round):
+        for tx in self._round_updates():
             upd = self._decode_payload(tx)
             if upd is not None:
                 out.append((tx, upd))
-            if len(out) == MAX_ROUND_UPDATES:
-                break
         return out if self._may_close(height, len(out)) else []
 
     def _may_close(self, height: int, n: int) -> bool:
