@@ -5,7 +5,8 @@ the same inputs whatever the arrival order, thread count, BLAS or CPU. ``aggrega
 the steps every rule shares, around the rule's own selection and combine steps:
 
 1. Inputs are sorted by transaction hash (duplicates rejected), checked against the base
-   model, weighted by their capped sample counts and put on the integer grid
+   model, weighted by their capped sample counts (a fixed cap, or the median claim) and
+   put on the integer grid
    (``fl.fixedpoint``: why integers, and the bounds that keep int64 from overflowing).
 2. Optional norm bounding scales each update to at most the median norm or a fixed bound.
 3. The rule (``fl.rules``: one module per rule, found by name) selects rows and combines
@@ -30,11 +31,18 @@ import numpy as np
 from fl.fixedpoint import FRAC_BITS, MAX_UPDATES, MAX_WEIGHT, SCALE_BITS, Inputs
 from fl.models import Params, architecture, model_hash
 from fl.rules.base import AggregationError
-from fl.rules.config import AggregationConfig, parse_rule, rules_help
+from fl.rules.config import (
+    DEFAULT_RULE,
+    AggregationConfig,
+    default_aggregation,
+    parse_rule,
+    rules_help,
+)
 from fl.rules.registry import rule_names
 from fl.update import MAX_ABS_DELTA, DecodedUpdate
 
 __all__ = [
+    "DEFAULT_RULE",
     "MAX_UPDATES",
     "MAX_WEIGHT",
     "RULES",
@@ -43,6 +51,7 @@ __all__ = [
     "AggregationError",
     "AggregationResult",
     "aggregate",
+    "default_aggregation",
     "parse_rule",
     "rules_help",
 ]
@@ -63,6 +72,15 @@ class AggregationResult:
     included: tuple[bytes, ...]
     clipped: tuple[bytes, ...]
     momentum: np.ndarray | None
+
+
+def _weights(samples: list[int], cap: int | str) -> list[int]:
+    """Each update's weight: its claimed sample count, capped at ``cap`` (``median``: the
+    lower median of the claims, so one trainer's inflated claim counts like a typical one)
+    and at ``MAX_WEIGHT``, which keeps the weighted sums inside int64."""
+    limit = sorted(samples)[(len(samples) - 1) // 2] if cap == "median" else int(cap)
+    limit = min(limit, MAX_WEIGHT)
+    return [min(s, limit) for s in samples]
 
 
 def _clip(inp: Inputs, nb: str | float) -> list[int]:
@@ -128,7 +146,7 @@ def aggregate(
     deltas = np.stack(rows)
     if float(np.max(np.abs(deltas))) > MAX_ABS_DELTA:
         raise AggregationError(f"a delta coordinate exceeds +-{MAX_ABS_DELTA:g}")
-    weights = [min(u.num_samples, cfg.weight_cap) for _, u in ordered]
+    weights = _weights([u.num_samples for _, u in ordered], cfg.weight_cap)
     inp = Inputs(deltas, weights)
 
     clipped = _clip(inp, cfg.norm_bound) if cfg.norm_bound is not None else []

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from fl import attacks
-from fl.aggregate import AggregationConfig, aggregate
+from fl.aggregate import AggregationConfig, aggregate, default_aggregation
 from fl.data import Mnist
 from fl.models import Params, build_model, init_params, model_hash
 from fl.privacy import RDPAccountant
@@ -67,7 +67,9 @@ class FederationConfig:
     seed: int = 0
     rounds: int = 10
     train: TrainConfig = field(default_factory=TrainConfig)
-    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    # The genesis default (``fl.rules.config.DEFAULT_RULE``), so a default simulation and a
+    # default testnet aggregate alike and produce the very same models.
+    aggregation: AggregationConfig = field(default_factory=default_aggregation)
     encoding: str = "float32"
     topk: float | None = None
     dp: DPConfig | None = None

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from fl.rules.base import AggregationError
+from fl.rules.config import DEFAULT_RULE, parse_rule
 from node.config import Config, ConfigError, P2PConfig, RPCConfig, load_config, render_config
 from node.core.crypto import KeyFileError, PrivateKey
 from node.ledger.genesis import (
@@ -123,7 +125,7 @@ def make_genesis(
     engine: str = "tendermint",
     model: str = "cnn",
     partition: str = "iid",
-    aggregation: str = "fedavg",
+    aggregation: str = DEFAULT_RULE,
     min_updates: int | None = None,
     balance: int = DEFAULT_BALANCE,
     stake: int = DEFAULT_STAKE,
@@ -134,6 +136,8 @@ def make_genesis(
 
     ``min_updates`` defaults to two thirds of the trainers (rounded up), so a round still
     closes promptly when a third of the trainers is down; the round timeout covers the rest.
+    ``aggregation`` is rule text (``fl.rules.config.parse_rule``); the default,
+    ``DEFAULT_RULE``, survives one hostile trainer (see there).
     """
     from node.core.crypto import address_of
 
@@ -141,6 +145,10 @@ def make_genesis(
     trainer_addrs = addrs if trainers is None else trainers
     if min_updates is None:
         min_updates = max(1, -(-2 * len(trainer_addrs) // 3))
+    try:
+        rule = parse_rule(aggregation)
+    except AggregationError as e:
+        raise HomeError(f"invalid aggregation {aggregation!r}: {e}") from e
     g = Genesis(
         chain_id=chain_id,
         genesis_time_ms=genesis_time_ms if genesis_time_ms is not None else int(time.time() * 1e3),
@@ -168,8 +176,8 @@ def make_genesis(
             model=model,
             init_seed=0,
             initial_model_hash=bytes(32),
-            aggregation=aggregation,
-            aggregation_params=(),
+            aggregation=rule.rule,
+            aggregation_params=params_of(rule.genesis_params()),
             min_updates=min_updates,
             # An idle chain cuts a block every EMPTY_BLOCKS_INTERVAL seconds (sooner with
             # txs): 60 blocks is 1-10 minutes, well beyond a local epoch on a shared CPU.

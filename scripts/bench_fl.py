@@ -4,7 +4,10 @@ Parts (run separately with ``--part``; each prints a Markdown table and appends 
 to ``--out``):
 
 - ``speed``: centralized training vs FedAvg with 10 IID clients x 6,000 samples, 1 local
-  epoch: rounds/epochs and seconds to 98.5% and 99.0% test accuracy.
+  epoch: rounds/epochs and seconds to 98.5% and 99.0% test accuracy. FedAvg here is the
+  genesis default rule (``DEFAULT_RULE``: median norm clip and median sample cap, which
+  change no weight on equal IID shards), so ``scripts/bench_testnet.py`` can compare a
+  default testnet's models with these rounds one to one (logged as mode ``fedavg``).
 - ``noniid``: accuracy after ``--rounds`` rounds on ``shards:2`` and ``dirichlet:0.5``.
 - ``attacks``: 3 of 10 clients attacking (sign flip x10, label flip), per rule.
 - ``aggregation``: aggregation time per round for 10/50/100 updates of each CNN, per rule.
@@ -33,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fl.aggregate import aggregate, parse_rule, rules_help
+from fl.aggregate import DEFAULT_RULE, aggregate, default_aggregation, parse_rule, rules_help
 from fl.data import Mnist, load_mnist
 from fl.models import architecture, init_params, model_hash
 from fl.partition import partition
@@ -129,7 +132,7 @@ def part_speed(data: Mnist, args: argparse.Namespace) -> None:
         seed=args.seed,
         rounds=args.rounds,
         train=cfg,
-        aggregation=parse_rule("fedavg"),
+        aggregation=default_aggregation(),
         eval_threads=args.threads,
         workers=args.workers,
     )
@@ -147,7 +150,7 @@ def part_speed(data: Mnist, args: argparse.Namespace) -> None:
         f"{_fmt(_first(central, 0.99))} | {central[-1].accuracy:.4f} |"
     )
     print(
-        f"| FedAvg 10x6000 IID, rounds (s) | {_fmt(_first(fl, 0.985))} | "
+        f"| {DEFAULT_RULE} 10x6000 IID, rounds (s) | {_fmt(_first(fl, 0.985))} | "
         f"{_fmt(_first(fl, 0.99))} | {fl[-1].accuracy:.4f} |"
     )
     per_round = statistics.median(r.train_s + r.aggregate_s for r in fl)

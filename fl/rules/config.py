@@ -17,15 +17,27 @@ from fl.fixedpoint import MAX_WEIGHT
 from fl.rules.base import AggregationError, Parameters, ParamSpec, Rule, Value, param
 from fl.rules.registry import rule_class, rule_names
 
-__all__ = ["AggregationConfig", "Options", "parse_rule", "rules_help"]
+__all__ = [
+    "DEFAULT_RULE",
+    "AggregationConfig",
+    "Options",
+    "default_aggregation",
+    "parse_rule",
+    "rules_help",
+]
 
 
 @dataclass(frozen=True)
 class Options(Parameters):
     """The steps ``fl.aggregate`` runs around every rule."""
 
-    weight_cap: int = param(
-        MAX_WEIGHT, ge=1, le=MAX_WEIGHT, alias="cap", doc="an update's weight is min(samples, cap)"
+    weight_cap: int | str = param(
+        MAX_WEIGHT,
+        ge=1,
+        le=MAX_WEIGHT,
+        words=("median",),
+        alias="cap",
+        doc="an update's weight is min(samples, cap) (median: the median claimed sample count)",
     )
     norm_bound: float | str | None = param(
         None,
@@ -81,7 +93,7 @@ class AggregationConfig:
         return self.strategy.name
 
     @property
-    def weight_cap(self) -> int:
+    def weight_cap(self) -> int | str:
         return self.options.weight_cap
 
     @property
@@ -157,6 +169,22 @@ def parse_rule(text: str) -> AggregationConfig:
             )
         raw[key] = value
     return AggregationConfig(name, **{k: _spec_for(rc, k).parse(v) for k, v in raw.items()})
+
+
+# What new genesis files (``fedchain init``, ``testnet init``, docker-compose) and
+# ``fl.simulation`` use unless told otherwise. Trainers may be hostile and every claim in an
+# update is theirs: plain FedAvg lets one trainer of ten who adds +100 to every coordinate
+# and claims 4M samples move the model by ~100 per weight. Clipping every update to the
+# median update norm bounds how far any one update can pull, and capping each weight at the
+# median claimed sample count bounds how much it counts, so a single trainer, whatever it
+# sends and claims, pulls no harder than a typical honest one. With honest, equally sized
+# shards neither step changes a weight, so FedAvg's behaviour on clean data is kept.
+DEFAULT_RULE = "fedavg,cap=median,clip=median"
+
+
+def default_aggregation() -> AggregationConfig:
+    """The configuration ``DEFAULT_RULE`` describes."""
+    return parse_rule(DEFAULT_RULE)
 
 
 def rules_help() -> str:

@@ -34,8 +34,9 @@ from consensus.app import Block as AppBlock
 from consensus.app import FinalizeResult, PrepareProposalRequest
 from consensus.types import Commit
 from fl.aggregate import AggregationConfig, AggregationError, AggregationResult, aggregate
-from fl.update import DecodedUpdate, decode_update
+from fl.update import DecodedUpdate
 from node.app.mempool import Mempool
+from node.app.updates import BadPayload, MissingPayload, PayloadMismatch, WrongBase, check_update
 from node.core.codec import CodecError
 from node.ledger.block import (
     MAX_BLOCK_BYTES,
@@ -117,6 +118,9 @@ class NodeApp:
         self.counters: dict[str, int] = {}
         self._first_seen: OrderedDict[bytes, float] = OrderedDict()
         self._agg_seconds: dict[bytes, float] = {}
+        # The round and pending updates of the last proposal that should have closed the
+        # round but did not (see has_work).
+        self._unclosable: tuple[int, frozenset[bytes]] | None = None
 
     def _count(self, reason: str) -> None:
         self.counters[reason] = self.counters.get(reason, 0) + 1
@@ -147,25 +151,25 @@ class NodeApp:
             if isinstance(tx.body, ModelUpdate) and self.payload(tx) is None
         ]
 
-    def _decode_payload(self, tx: Tx, base_fl_hash: bytes) -> DecodedUpdate | None:
-        """A payload that matches its tx and the round's base model, else None."""
+    def _decode_payload(self, tx: Tx) -> DecodedUpdate | None:
+        """The update ``tx``'s payload holds, if this node has a usable one, else None.
+
+        The ledger checks the tx itself (round, base model) when the block is built or
+        simulated; ``check_update`` ties the payload to the tx. Mempool payloads passed the
+        same check on admission; payloads fetched from peers for a proposal did not."""
         body = tx.body
         assert isinstance(body, ModelUpdate)
-        data = self.payload(tx)
-        if data is None:
-            return None
         try:
-            upd = decode_update(data, self.models.arch, max_bytes=self.genesis.fl.max_update_bytes)
-        except CodecError:  # UpdateError is one; so is a raw msgpack decode failure
-            self._count("payload_malformed")
+            return check_update(self.genesis.fl, body, self.payload(tx))
+        except MissingPayload:
             return None
-        if upd.round != body.round or upd.num_samples != body.samples:
-            self._count("payload_mismatch")
-            return None
-        if upd.base_hash != base_fl_hash:
+        except WrongBase:
             self._count("payload_wrong_base")
-            return None
-        return upd
+        except BadPayload:
+            self._count("payload_malformed")
+        except PayloadMismatch:
+            self._count("payload_mismatch")
+        return None
 
     # ----------------------------------------------------------------- proposer
 
@@ -198,6 +202,11 @@ class NodeApp:
                     txs = candidate
                     fl_round = meta.fl_round + 1
                     model = self.models.put(new_params, round=fl_round)
+        if fl_round == meta.fl_round and self._may_close(height, len(self._round_updates())):
+            # has_work() counted these updates as a round-closing block, but they did not
+            # close the round (the rule refused them, say): they are no block's work until
+            # the set changes, or a validator alone would cut empty blocks back to back.
+            self._unclosable = self._pending_key()
         time_ms = max(req.time_ms, meta.time_ms + 1)
         header = Header(
             chain_id=state.chain_id,
@@ -226,22 +235,32 @@ class NodeApp:
         to close the FL round. Consensus engines that wait for transactions before an
         empty block (``timeout_empty_blocks``) start a height when this turns true; pending
         updates alone do not count until the round may close, or every update's arrival
-        would cut an empty block."""
+        would cut an empty block.
+
+        Only includable work counts: every pending update passed the full payload check on
+        admission (``node.app.updates``), and a set of updates this node already failed to
+        close the round with does not count again until it changes."""
         if self.mempool.has_ordinary():
             return True
         meta = self.ledger.state.meta
-        return self._may_close(meta.height + 1, len(self.mempool.model_updates(meta.fl_round)))
+        if not self._may_close(meta.height + 1, len(self._round_updates())):
+            return False
+        return self._unclosable != self._pending_key()
+
+    def _round_updates(self) -> list[Tx]:
+        return self.mempool.model_updates(self.ledger.state.meta.fl_round)[:MAX_ROUND_UPDATES]
+
+    def _pending_key(self) -> tuple[int, frozenset[bytes]]:
+        """The current round and the updates pending for it (what ``_unclosable`` records)."""
+        round = self.ledger.state.meta.fl_round
+        return round, frozenset(tx.hash for tx in self._round_updates())
 
     def _closing_updates(self, height: int) -> list[tuple[Tx, DecodedUpdate]]:
-        meta = self.ledger.state.meta
-        base_fl = self.models.fl_hash(meta.global_model)
         out = []
-        for tx in self.mempool.model_updates(meta.fl_round):
-            upd = self._decode_payload(tx, base_fl)
+        for tx in self._round_updates():
+            upd = self._decode_payload(tx)
             if upd is not None:
                 out.append((tx, upd))
-            if len(out) == MAX_ROUND_UPDATES:
-                break
         return out if self._may_close(height, len(out)) else []
 
     def _may_close(self, height: int, n: int) -> bool:
@@ -320,10 +339,9 @@ class NodeApp:
         if not updates:
             return True
         meta = state.meta
-        base_fl = self.models.fl_hash(meta.global_model)
         decoded = []
         for tx in updates:
-            u = self._decode_payload(tx, base_fl)
+            u = self._decode_payload(tx)
             if u is None:
                 log.info("rejecting block %d: update %s unusable", height, tx.hash.hex()[:16])
                 return False

@@ -16,7 +16,10 @@ Rules (each chosen so that every reaped tx applies in the next block):
   gap appears. Otherwise the newcomer is refused with ``MempoolFull``.
 * **Update payloads** are accounted separately (``max_payload_bytes``), because one payload
   is thousands of times larger than a tx and would otherwise crowd out all transfers. A
-  ``model_update`` may be added with its payload, which must match the tx's digest and size.
+  ``model_update`` is admitted only with its payload, fully validated against the tx
+  (``node.app.updates.check_update``: decodable, shaped like the genesis model, finite,
+  same round, samples and base model), so every pending update is one a proposer can
+  aggregate, and ``model_updates`` never counts work that cannot go into a block.
 * **Reaping.** ``reap`` takes txs in fee-per-byte order across senders and nonce order within
   each; a sender's ``model_update`` and everything after it are left out, because updates go
   into the block that closes an FL round, which the proposer builds from
@@ -32,7 +35,7 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from node.core.codec import sha256
+from node.app.updates import PayloadMismatch, check_update
 from node.ledger.block import Block
 from node.ledger.state import State
 from node.ledger.tx import ModelUpdate, Tx, TxError
@@ -56,10 +59,6 @@ class AlreadyKnown(TxError):
 
 class SenderLimit(TxError):
     code = "sender_limit"
-
-
-class PayloadMismatch(TxError):
-    code = "payload_mismatch"
 
 
 @dataclass
@@ -147,14 +146,9 @@ class Mempool:
         h = tx.hash
         if h in self._by_hash:
             raise AlreadyKnown("tx already in the mempool")
-        if payload is not None:
-            body = tx.body
-            if not isinstance(body, ModelUpdate):
-                raise PayloadMismatch("only model updates carry a payload")
-            if len(payload) != body.payload_size or sha256(payload) != body.payload_hash:
-                raise PayloadMismatch("payload does not match the update's digest and size")
-            if self._payload_bytes + len(payload) > self.max_payload_bytes:
-                raise MempoolFull("update payload budget exhausted")
+        body = tx.body
+        if payload is not None and not isinstance(body, ModelUpdate):
+            raise PayloadMismatch("only model updates carry a payload")
         sender = self._senders.get(tx.address)
         queue = sender.txs if sender else []
         if len(queue) >= self.max_per_sender:
@@ -164,6 +158,13 @@ class Mempool:
             if n < len(queue):  # earlier pending txs no longer apply: state moved on
                 self._drop_from(tx.address, n)
             raise err
+        if isinstance(body, ModelUpdate):
+            # After the ledger's checks, so a stale or duplicate update is refused without
+            # decoding its payload; the payload budget is checked before the decode too.
+            held = self._payload_bytes + len(payload or b"")
+            if held > self.max_payload_bytes:
+                raise MempoolFull("update payload budget exhausted")
+            check_update(self.state.genesis.fl, body, payload)
         self._make_room(tx)
         if sender is None:
             sender = self._senders[tx.address] = _Sender()

@@ -10,7 +10,9 @@ transition accepts it after the sender's pending txs; a refused tx changes nothi
 Status codes for a refused tx: 400 undecodable input, 408 body not received within
 ``body_timeout``, 409 already known, 413 too large, 415 unsupported content type, 422 a
 well-formed tx the ledger rejects (bad signature, wrong chain, bad nonce, fee too low,
-...), 429 sender limit, 503 mempool full.
+...) or a model update whose payload is missing or unusable (undecodable, not finite, not
+the signed one, trained from another model: the mempool's admission check,
+``node.app.updates``, the same one gossip applies), 429 sender limit, 503 mempool full.
 
 Every client may be hostile, so before any handler runs: connections are admitted and
 timed by ``node.rpc.connections`` (caps per client IP and in all, deadlines for request

@@ -12,6 +12,13 @@ them), direct sends run as tasks, and a proposal whose update payloads this node
 held back while ``fetch_payloads`` fetches them, then verified. The engine is created by
 name through ``consensus.registry``: the node never imports a concrete engine.
 
+A commit that leaves work in the mempool wakes the engine for the next height
+(``TxsAvailable``). The synchronous core does that at once; the asyncio driver does it in
+the loop's next iteration (``loop.call_soon``), so each height starts only after the loop
+has served I/O and signals. A lone validator commits a height within one ``feed`` call,
+and if ``has_work`` ever claimed work that no block can carry, waking in place would chain
+height after height without returning: RPC, p2p and SIGTERM would wait forever.
+
 ``ConsensusHandle`` is the rest of the node's one reference to whichever driver runs now:
 the engine is stopped and replaced while the node catches up, so nothing else keeps a
 driver of its own.
@@ -69,8 +76,11 @@ class EngineRunner:
         on_evidence: Callable[[Record], None] = lambda e: None,
         defer_verification: Callable[[RequestVerification, list[bytes]], bool] | None = None,
         on_failure: Callable[[BaseException], None] = lambda e: None,
+        wake: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
+        # How a commit with work left wakes the engine (default: queue it right here).
+        self.wake = wake if wake is not None else lambda: self._queue.append(TxsAvailable())
         self.on_failure = on_failure
         self.app = app
         self.connector = AppConnector(app)
@@ -101,7 +111,7 @@ class EngineRunner:
                 if isinstance(ev, BlockCommitted) and self.app.has_work():
                     # Txs left in the mempool (or a round now closable) are work for the
                     # new height; the engine forgot the old height's TxsAvailable.
-                    self._queue.append(TxsAvailable())
+                    self.wake()
         except Exception as e:
             # An application failure here (a decided block that does not apply, a broken
             # store) means this node can no longer follow the chain safely: stop feeding.
@@ -163,6 +173,7 @@ class AsyncConsensus:
         self._timers: set[asyncio.TimerHandle] = set()
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._closed = False
+        self._wake: asyncio.Handle | None = None
         self.runner = EngineRunner(
             engine,
             app,
@@ -174,6 +185,7 @@ class AsyncConsensus:
             on_evidence=on_evidence,
             defer_verification=self._defer if fetch_payloads is not None else None,
             on_failure=on_failure,
+            wake=self._wake_soon,
         )
 
     @property
@@ -187,6 +199,17 @@ class AsyncConsensus:
     def feed(self, event: Event) -> None:
         if not self._closed:
             self.runner.feed(event)
+
+    def _wake_soon(self) -> None:
+        """Wake the engine for the next height in the loop's next iteration (see the module
+        docstring); at most one wake-up is pending."""
+        if self._wake is None and not self._closed:
+            self._wake = asyncio.get_running_loop().call_soon(self._woken)
+
+    def _woken(self) -> None:
+        self._wake = None
+        if self.runner.app.has_work():  # still work: nothing else took it meanwhile
+            self.feed(TxsAvailable())
 
     def _schedule(self, delay: float, event: TimeoutFired) -> None:
         loop = asyncio.get_running_loop()
@@ -236,6 +259,9 @@ class AsyncConsensus:
 
     async def close(self) -> None:
         self._closed = True
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
         for h in self._timers:
             h.cancel()
         self._timers.clear()

@@ -88,17 +88,10 @@ class NodeGossip:
         self.metrics = metrics
         self.traffic = GossipTraffic()
         me = host.peer_id
-        fl = app.genesis.fl
         gossip.add_validator(topics.txs, tx_validator(me, self.admit))
         gossip.add_validator(
             topics.updates,
-            update_validator(
-                me,
-                self.admit,
-                arch=fl.model,
-                max_update_bytes=fl.max_update_bytes,
-                current_round=lambda: app.ledger.state.meta.fl_round,
-            ),
+            update_validator(me, self.admit, current_round=lambda: app.ledger.state.meta.fl_round),
         )
         gossip.add_validator(topics.consensus, consensus_validator(me))
         self.direct = RequestResponse(

@@ -10,9 +10,13 @@ Three topics per chain (the chain id is in the name, so two chains never share a
 
 Validation IS admission: a tx or update that the mempool accepts is forwarded, one it
 refuses for a reason only a faulty or hostile sender produces (bad signature, wrong chain,
-malformed payload) is REJECTed, which penalises the forwarding peer's score, and one that
-is merely stale or already known is IGNOREd without penalty. Our own publications were
-admitted before publishing, so they are accepted as they are.
+a payload that is not the signed one, does not decode, is not finite or was trained from
+another model than its tx names) is REJECTed, which penalises the forwarding peer's score,
+and one that is merely stale or already known is IGNOREd without penalty. The update check
+itself is ``node.app.updates.check_update``, run by ``Mempool.add``. Our own publications
+went through that same admission before publishing (RPC, the FL worker and the evidence
+reporter all submit through the mempool), so they are accepted as they are: what this node
+sends is exactly what its peers' validators accept.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, ClassVar
 
-from fl.update import decode_update
-from node.app.mempool import AlreadyKnown, PayloadMismatch
+from node.app.mempool import AlreadyKnown
+from node.app.updates import MissingPayload, PayloadMismatch
 from node.core.codec import Bytes, CodecError, Record
 from node.ledger.tx import (
     MAX_TX_BYTES,
@@ -57,7 +61,8 @@ _HOSTILE: tuple[type[TxError], ...] = (
     WrongChain,
     TxTooLarge,
     FeeTooLow,
-    PayloadMismatch,
+    PayloadMismatch,  # and its kinds: undecodable, not finite, wrong base model
+    MissingPayload,
 )
 
 Admit = Callable[[Tx, bytes | None], None]
@@ -117,12 +122,7 @@ def tx_validator(me: PeerID, admit: Admit) -> GossipValidator:
 
 
 def update_validator(
-    me: PeerID,
-    admit: Admit,
-    *,
-    arch: str,
-    max_update_bytes: int,
-    current_round: Callable[[], int],
+    me: PeerID, admit: Admit, *, current_round: Callable[[], int]
 ) -> GossipValidator:
     async def validate(peer: PeerID, msg: Message) -> Verdict:
         if peer == me:
@@ -136,13 +136,7 @@ def update_validator(
         if not isinstance(body, ModelUpdate):
             return Verdict.REJECT
         if body.round != current_round():
-            return Verdict.IGNORE  # stale or early, but possibly honest
-        try:
-            upd = decode_update(g.payload, arch, max_bytes=max_update_bytes)
-        except CodecError:  # UpdateError is one; so is a raw msgpack decode failure
-            return Verdict.REJECT
-        if upd.round != body.round or upd.num_samples != body.samples:
-            return Verdict.REJECT
+            return Verdict.IGNORE  # stale or early, but possibly honest: not even decoded
         try:
             admit(tx, g.payload)
         except AlreadyKnown:

@@ -2,7 +2,8 @@
 
 Honest updates share one direction plus noise; attackers send -10x that direction (a
 sign flip that drags a plain mean far away). Everything is seeded, so another process
-rebuilds the same updates and must derive the same aggregation bytes.
+rebuilds the same updates and must derive the same aggregation bytes. ``signed_update``
+signs a ``model_update`` tx over any payload bytes (honest, or crafted to be refused).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ import numpy as np
 from fl.aggregate import SCALE_BITS, aggregate, parse_rule
 from fl.models import Params, architecture, init_params, model_hash
 from fl.update import DecodedUpdate
+from node.core.codec import sha256
+from node.core.crypto import PrivateKey
+from node.ledger.genesis import Genesis
+from node.ledger.tx import ModelUpdate, Tx, sign_tx
 
 __all__ = [
     "ARCH",
@@ -31,7 +36,9 @@ __all__ = [
     "hashes_in_fresh_process",
     "honest_distance",
     "make_updates",
+    "random_delta",
     "rule_hashes",
+    "signed_update",
 ]
 
 ARCH = "cnn"
@@ -57,6 +64,28 @@ def make_updates(
         tx = hashlib.sha256(f"{seed}/{i}".encode()).digest()
         out.append((tx, DecodedUpdate(ARCH, BASE_HASH, 1, 300 + 37 * i, d)))
     return out
+
+
+def random_delta(seed: int, scale: float = 0.01, arch: str = ARCH) -> Params:
+    """A small random delta shaped like ``arch`` (what a trainer's round might produce)."""
+    rng = np.random.default_rng(seed)
+    spec = architecture(arch)
+    return {t.name: (rng.standard_normal(t.shape) * scale).astype(np.float32) for t in spec.tensors}
+
+
+def signed_update(
+    key: PrivateKey,
+    genesis: Genesis,
+    payload: bytes,
+    *,
+    round: int,
+    base_ledger_hash: bytes,
+    samples: int,
+    nonce: int = 0,
+) -> Tx:
+    """A ``model_update`` tx signed by ``key`` that commits to ``payload`` as it is."""
+    body = ModelUpdate(round, base_ledger_hash, samples, sha256(payload), len(payload))
+    return sign_tx(key, genesis.chain_id, nonce, genesis.fees, body)
 
 
 def flat(p: Params) -> np.ndarray:

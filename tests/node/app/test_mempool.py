@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.app.mempool import AlreadyKnown, Mempool, MempoolFull, PayloadMismatch, SenderLimit
-from node.core.codec import sha256
+from node.app.updates import payload_base
 from node.core.crypto import PrivateKey
 from node.ledger.state import State
 from node.ledger.tx import (
@@ -18,7 +18,6 @@ from node.ledger.tx import (
     DuplicateUpdate,
     FeeTooLow,
     InsufficientFunds,
-    ModelUpdate,
     NotATrainer,
     Transfer,
     Tx,
@@ -27,6 +26,7 @@ from node.ledger.tx import (
 )
 from tests.kits.genesis import make_genesis
 from tests.kits.ledger import Devnet
+from tests.node.daemon.chainkit import make_update
 
 G, VK, TK = make_genesis(3, n_trainers=8)
 G = G.replace(fl=G.fl.replace(min_updates=1))
@@ -40,10 +40,19 @@ def transfer(key: PrivateKey, nonce: int, amount: int = 1, extra_fee: int = 0) -
     return t
 
 
-def update(key: PrivateKey, state: State, nonce: int = 0, payload: bytes = b"p" * 100) -> Tx:
+def update(key: PrivateKey, state: State, nonce: int = 0, seed: int = 0) -> tuple[Tx, bytes]:
+    """A signed update for the state's round and its (valid, random) payload."""
     m = state.meta
-    body = ModelUpdate(m.fl_round, m.global_model, 10, sha256(payload), len(payload))
-    return sign_tx(key, G.chain_id, nonce, G.fees, body)
+    return make_update(
+        key,
+        G,
+        round=m.fl_round,
+        base_ledger_hash=m.global_model,
+        base_fl_hash=payload_base(G.fl, m.global_model),
+        seed=seed,
+        nonce=nonce,
+        samples=10,
+    )
 
 
 def fresh(**kw: int) -> tuple[Devnet, Mempool]:
@@ -163,17 +172,16 @@ def test_next_nonce_counts_committed_and_pending_txs() -> None:
 
 def test_model_updates_one_per_trainer_and_stale_rounds_dropped() -> None:
     net, mp = fresh()
-    payload = b"w" * 100
-    u = update(TK[0], net.state, payload=payload)
+    u, payload = update(TK[0], net.state)
     with pytest.raises(PayloadMismatch):
         mp.add(u, payload=b"x" * 100)
     mp.add(u, payload=payload)
-    assert mp.payload(u.hash) == payload and mp.payload_bytes == 100
+    assert mp.payload(u.hash) == payload and mp.payload_bytes == len(payload)
     assert mp.size_bytes == u.size  # payloads are accounted separately
     with pytest.raises(DuplicateUpdate):
-        mp.add(update(TK[0], net.state, nonce=1, payload=b"other"))
-    u2 = update(TK[1], net.state)
-    mp.add(u2)
+        mp.add(*update(TK[0], net.state, nonce=1, seed=1))
+    u2, payload2 = update(TK[1], net.state, seed=2)
+    mp.add(u2, payload2)
     # Ordinary reaping leaves updates for the round-closing block.
     mp.add(transfer(TK[2], 0))
     assert [t.body.TAG for t in mp.reap(10**6, 10)] == ["transfer"]
@@ -191,14 +199,16 @@ def test_unregistered_trainer_refused() -> None:
     fund = sign_tx(TK[0], G.chain_id, 0, G.fees, Transfer(outsider.address, 10**9))
     mp.update(net.step([fund]), net.state)
     with pytest.raises(NotATrainer):
-        mp.add(update(outsider, net.state))
+        mp.add(*update(outsider, net.state))
 
 
 def test_payload_budget() -> None:
-    net, mp = fresh(max_payload_bytes=150)
-    mp.add(update(TK[0], net.state), payload=b"p" * 100)
+    state = State.from_genesis(G)
+    first, payload = update(TK[0], state)
+    net, mp = fresh(max_payload_bytes=len(payload) * 3 // 2)
+    mp.add(first, payload)
     with pytest.raises(MempoolFull):
-        mp.add(update(TK[1], net.state), payload=b"p" * 100)
+        mp.add(*update(TK[1], net.state, seed=1))
 
 
 @settings(max_examples=40)

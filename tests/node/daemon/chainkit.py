@@ -11,26 +11,24 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from consensus.engine import MessageReceived, Start, TimeoutFired
 from consensus.privval import GuardedSigner, MemoryStateStore
 from consensus.registry import EngineConfig, create_engine
-from fl.models import architecture, init_params, model_hash
+from fl.models import init_params, model_hash
 from fl.update import encode_update
 from node.app.application import NodeApp
 from node.app.mempool import Mempool
-from node.core.codec import sha256
 from node.core.crypto import PrivateKey
 from node.home import make_genesis
 from node.ledger.genesis import Genesis
-from node.ledger.tx import ModelUpdate, Tx, sign_tx
+from node.ledger.tx import Tx
 from node.p2p.host import Host
 from node.services.consensus_driver import EngineRunner
 from node.store.blobs import BlobStore
 from node.store.commits import CommitStore
 from node.store.ledger import Ledger
 from node.store.models import ModelStore
+from tests.kits.updates import random_delta, signed_update
 
 
 def genesis_for(
@@ -58,14 +56,19 @@ def make_update(
     samples: int = 100,
 ) -> tuple[Tx, bytes]:
     """A signed model_update tx and its payload (a small random delta)."""
-    rng = np.random.default_rng(seed)
-    arch = architecture("cnn")
-    delta = {t.name: (rng.standard_normal(t.shape) * 0.01).astype(np.float32) for t in arch.tensors}
     payload = encode_update(
-        delta, arch="cnn", base_hash=base_fl_hash, round_=round, num_samples=samples
+        random_delta(seed), arch="cnn", base_hash=base_fl_hash, round_=round, num_samples=samples
     ).encode()
-    body = ModelUpdate(round, base_ledger_hash, samples, sha256(payload), len(payload))
-    return sign_tx(key, genesis.chain_id, nonce, genesis.fees, body), payload
+    tx = signed_update(
+        key,
+        genesis,
+        payload,
+        round=round,
+        base_ledger_hash=base_ledger_hash,
+        samples=samples,
+        nonce=nonce,
+    )
+    return tx, payload
 
 
 def initial_fl_hash(genesis: Genesis) -> bytes:

@@ -132,6 +132,7 @@ def test_aggregation_params_from_genesis(tmp_path: Path) -> None:
 
 
 def test_undecodable_payload_in_a_proposal_is_rejected_not_fatal(tmp_path: Path) -> None:
+    from node.app.updates import BadPayload
     from node.core.codec import sha256
     from node.ledger.tx import ModelUpdate
     from tests.kits.ledger import build_block
@@ -142,7 +143,11 @@ def test_undecodable_payload_in_a_proposal_is_rejected_not_fatal(tmp_path: Path)
     body = ModelUpdate(0, ZERO_HASH, 10, sha256(junk), len(junk))
     tx = sign_tx(chain.keys[0], g.chain_id, 0, g.fees, body)
     validator = _app(chain, 1)
-    validator.mempool.add(tx, junk)  # the mempool only checks digest and size
+    # The mempool refuses it (node.app.updates), so the junk arrives the way a proposal's
+    # payloads do: fetched from a peer by its digest into the blob store.
+    with pytest.raises(BadPayload):
+        validator.mempool.add(tx, junk)
+    validator.models.blobs.put(junk, round=0)
     block = build_block(
         validator.ledger.state,
         [tx],

@@ -10,9 +10,15 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from fl.attacks import nan_update
+from fl.update import ModelUpdate as FLUpdate
+from fl.update import encode_update
+from node.app.updates import payload_base
 from node.ledger.tx import Stake, Transfer, sign_tx
 from node.rpc.metrics import NodeMetrics
 from node.services.status import ModelSnapshot, PeerInfo, RoundStats
+from node.store.models import ZERO_HASH
+from tests.kits.updates import random_delta, signed_update
 from tests.node.nodekit import MAX_BODY, RunningNode
 
 
@@ -306,3 +312,46 @@ async def test_server_from_config_binds_the_configured_address(node: RunningNode
     taken = RPCServer(node.view, "127.0.0.1", node.server.port)
     with pytest.raises(OSError, match=f"cannot serve RPC on 127.0.0.1:{node.server.port}"):
         await taken.start()
+
+
+async def test_unusable_model_updates_get_422_and_change_nothing(node: RunningNode) -> None:
+    """Issue 15 item 1: ``POST /txs`` never decoded an update's payload, so an update with
+    no payload, NaN values or another base model was admitted and froze the node."""
+    g = node.genesis
+    trainer = node.keys[2]  # nonce 1: it staked at nonce 0
+    base = payload_base(g.fl, node.ledger.state.meta.global_model)
+
+    def sparse(**kw: Any) -> FLUpdate:
+        args: dict[str, Any] = {"arch": "cnn", "base_hash": base, "round_": 0}
+        args.update(kw)
+        # Top-k float16 keeps the hex body under the test server's small body limit.
+        return encode_update(
+            random_delta(3), num_samples=40, encoding="float16", topk=0.005, **args
+        )
+
+    def body(payload: bytes | None, signed_over: bytes | None = None) -> bytes:
+        over = signed_over or payload
+        assert over is not None
+        tx = signed_update(
+            trainer, g, over, round=0, base_ledger_hash=ZERO_HASH, samples=40, nonce=1
+        )
+        doc = {"tx": tx.encode().hex()}
+        if payload is not None:
+            doc["payload"] = payload.hex()
+        return json.dumps(doc).encode()
+
+    good = sparse().encode()
+    cases = [
+        (body(None, good), "missing_payload"),
+        (body(nan_update(sparse())), "non_finite_payload"),
+        (body(sparse(base_hash=b"\x42" * 32).encode()), "wrong_base"),
+        (body(b"\x01junk"), "bad_payload"),
+    ]
+    before = _snapshot(node)
+    for data, code in cases:
+        status, err = await _post(node.url, data, "application/json")
+        assert (status, err.get("error", {}).get("code")) == (422, code), err
+        assert _snapshot(node) == before and node.mempool.payload_bytes == 0
+    status, out = await _post(node.url, body(good), "application/json")
+    assert status == 202, out
+    assert node.mempool.payload(bytes.fromhex(out["tx_hash"])) == good

@@ -289,3 +289,36 @@ def test_the_handle_feeds_whichever_driver_runs_and_drops_events_meanwhile() -> 
     handle.driver = Driver()  # type: ignore[assignment]
     handle.feed(MessageReceived("p", b"vote"))
     assert handle.running and fed == [MessageReceived("p", b"vote")]
+
+
+async def test_commits_with_work_claimed_forever_still_yield_to_the_loop() -> None:
+    """Issue 15 item 1, defence in depth: an application whose ``has_work`` always says yes
+    and an engine that commits a block whenever it is woken (a lone validator). Waking the
+    next height in place chained commit after commit inside one ``feed`` call and the event
+    loop never ran again; each height must start in a later loop iteration."""
+    limit = 500  # the engine stops by itself here, so the unfixed driver returns at all
+    commits: list[int] = []
+
+    def script(ev: Event) -> list[Effect]:
+        if isinstance(ev, Start | TxsAvailable) and len(commits) < limit:
+            commits.append(len(commits) + 1)
+            return [CommitBlock(len(commits), BLOCK, COMMIT)]
+        return []
+
+    async def noop(*args: object) -> None:
+        return None
+
+    driver = AsyncConsensus(Scripted(script), FakeApp(work=True), publish=noop, send=noop)  # type: ignore[arg-type]
+    driver.start()
+    try:
+        assert len(commits) == 1  # the next height waits for the loop
+        for turn in range(1, 20):
+            await asyncio.sleep(0)  # this task gets every loop iteration in between
+            assert len(commits) <= turn + 1
+        assert len(commits) >= 5  # and the chain still moves on, a height per iteration
+    finally:
+        await driver.close()
+    stopped = len(commits)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(commits) == stopped  # a closed driver's pending wake-up was cancelled

@@ -8,16 +8,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+
 from consensus.engine import Event, MessageReceived, TxsAvailable
+from fl.attacks import nan_update
+from fl.update import ModelUpdate as FLUpdate
 from node.app.application import NodeApp
 from node.app.mempool import Mempool
 from node.core.crypto import PrivateKey
 from node.ledger.tx import Transfer, Tx, sign_tx
 from node.p2p.gossipsub.messages import Message, Verdict
-from node.p2p.gossipsub.service import Received
+from node.p2p.gossipsub.params import GossipParams
+from node.p2p.gossipsub.service import GossipSub, Received
 from node.p2p.host import Host
 from node.p2p.peer_id import IdentityKey
 from node.rpc.metrics import NodeMetrics
+from node.rpc.server import RPCServer
+from node.rpc.view import LocalView
 from node.services.consensus_driver import ConsensusHandle
 from node.services.gossip import NodeGossip
 from node.services.gossip_topics import Topics, UpdateGossip
@@ -26,6 +33,7 @@ from node.store.commits import CommitStore
 from node.store.ledger import Ledger
 from node.store.models import ZERO_HASH, ModelStore
 from tests.helpers import wait_for
+from tests.kits.updates import signed_update
 from tests.node.daemon.chainkit import connect, genesis_for, initial_fl_hash, make_update
 
 KEYS = [PrivateKey.from_secret(f"node-gossip-{i}") for i in range(2)]
@@ -70,7 +78,14 @@ class Node:
     metrics: NodeMetrics
 
 
-def _node(tmp_path: Path, host: Host, *, min_updates: int = 1, running: bool = True) -> Node:
+def _node(
+    tmp_path: Path,
+    host: Host,
+    *,
+    min_updates: int = 1,
+    running: bool = True,
+    pubsub: FakeGossipSub | GossipSub | None = None,
+) -> Node:
     g = genesis_for(KEYS, min_updates=min_updates)
     ledger = Ledger.open(tmp_path / "chain.sqlite", g, fsync=False)
     blobs = BlobStore(tmp_path / "blobs")
@@ -81,7 +96,7 @@ def _node(tmp_path: Path, host: Host, *, min_updates: int = 1, running: bool = T
     driver = Driver()
     if running:
         handle.driver = driver  # type: ignore[assignment]
-    pubsub = FakeGossipSub()
+    pubsub = pubsub or FakeGossipSub()
     metrics = NodeMetrics()
     gossip = NodeGossip(
         host,
@@ -93,7 +108,7 @@ def _node(tmp_path: Path, host: Host, *, min_updates: int = 1, running: bool = T
         metrics=metrics,
     )
     gossip.start()
-    return Node(gossip, pubsub, app, blobs, driver, handle, metrics)
+    return Node(gossip, pubsub, app, blobs, driver, handle, metrics)  # type: ignore[arg-type]
 
 
 def _update(node: Node, key: PrivateKey = KEYS[0], seed: int = 1) -> tuple[bytes, bytes, bytes]:
@@ -178,3 +193,66 @@ async def test_direct_consensus_messages_reach_the_other_node(
     await a.gossip.send_direct(hosts[1].peer_id.to_base58(), b"prevote")
     await wait_for(lambda: b.driver.fed, 10, "the direct message")
     assert b.driver.fed == [MessageReceived(hosts[0].peer_id.to_base58(), b"prevote")]
+
+
+async def test_a_malformed_update_submitted_over_rpc_is_refused_and_never_gossiped(
+    tmp_path: Path, hosts: list[Host]
+) -> None:
+    """Issue 15 item 13: RPC admitted an update its own gossip validator would refuse and
+    published it, so the honest node's peers scored it down for junk it merely relayed.
+    Over real GossipSub between two nodes: the junk gets a 422 at A and never leaves it, B
+    holds nothing against A, and a valid update still goes through (the path works)."""
+    params = GossipParams(heartbeat_interval=0.1)
+    subs = [
+        GossipSub(h, params=params, msg_id_fn=Topics("daemon-test").message_id) for h in hosts[:2]
+    ]
+    for sub in subs:
+        await sub.start()
+    a = _node(tmp_path / "a", hosts[0], pubsub=subs[0])
+    b = _node(tmp_path / "b", hosts[1], pubsub=subs[1])
+    view = LocalView(
+        node_id=hosts[0].peer_id.to_base58(),
+        moniker="a",
+        ledger=a.app.ledger,
+        mempool=a.app.mempool,
+        metrics=a.metrics,
+        on_tx=a.gossip.publish_tx,
+    )
+    server = RPCServer(view, "127.0.0.1", 0, max_body_bytes=4 << 20)
+    await server.start()
+    try:
+        await connect(hosts[0], hosts[1])
+        topic = a.gossip.topics.updates
+        await wait_for(
+            lambda: hosts[1].peer_id in subs[0].router.mesh.get(topic, set()),
+            10,
+            "the updates mesh",
+        )
+        g = a.app.genesis
+        good_tx, good = make_update(
+            KEYS[0],
+            g,
+            round=0,
+            base_ledger_hash=ZERO_HASH,
+            base_fl_hash=initial_fl_hash(g),
+            seed=1,
+        )
+        bad = nan_update(FLUpdate.decode(good))
+        bad_tx = signed_update(KEYS[0], g, bad, round=0, base_ledger_hash=ZERO_HASH, samples=100)
+        async with aiohttp.ClientSession() as http:
+            for tx, payload, status in ((bad_tx, bad, 422), (good_tx, good, 202)):
+                doc = {"tx": tx.encode().hex(), "payload": payload.hex()}
+                async with http.post(f"{server.url}/txs", json=doc) as r:
+                    got = await r.json()
+                    assert r.status == status, got
+                if status == 422:
+                    assert got["error"]["code"] == "non_finite_payload"
+                    assert _out(a.metrics, topic, "gossip_messages") is None  # not published
+        await wait_for(lambda: good_tx.hash in b.app.mempool, 10, "the valid update at B")
+        assert bad_tx.hash not in b.app.mempool
+        assert subs[1].all_counters().get("reject_validation", 0) == 0
+        assert subs[1].router.peer_score(hosts[0].peer_id, subs[1].now()) >= 0
+    finally:
+        await server.close()
+        for sub in subs:
+            await sub.close()

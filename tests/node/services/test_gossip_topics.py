@@ -64,9 +64,7 @@ async def test_tx_topic(pool: Mempool) -> None:
 async def test_updates_topic(pool: Mempool) -> None:
     g = genesis_for(KEYS)
     topic = Topics(g.chain_id).updates
-    v = update_validator(
-        ME, pool.add, arch="cnn", max_update_bytes=g.fl.max_update_bytes, current_round=lambda: 0
-    )
+    v = update_validator(ME, pool.add, current_round=lambda: 0)
     tx, payload = make_update(
         KEYS[0], g, round=0, base_ledger_hash=ZERO_HASH, base_fl_hash=initial_fl_hash(g), seed=3
     )
@@ -85,9 +83,7 @@ async def test_updates_topic(pool: Mempool) -> None:
     assert await v(PEER, _msg(topic, good)) is Verdict.ACCEPT
     assert pool.payload(tx.hash) == payload
     assert await v(PEER, _msg(topic, good)) is Verdict.IGNORE
-    stale = update_validator(
-        ME, pool.add, arch="cnn", max_update_bytes=g.fl.max_update_bytes, current_round=lambda: 3
-    )
+    stale = update_validator(ME, pool.add, current_round=lambda: 3)
     fresh = UpdateGossip(other_tx.encode(), other_payload).encode()
     assert await stale(PEER, _msg(topic, fresh)) is Verdict.IGNORE
 
@@ -132,3 +128,18 @@ def test_wire_records_refuse_junk_with_a_typed_error(data: bytes) -> None:
 def test_update_gossip_roundtrip(tx: bytes, payload: bytes) -> None:
     g = UpdateGossip(tx, payload)
     assert UpdateGossip.decode(g.encode()) == g
+
+
+async def test_an_update_trained_from_another_model_is_rejected(pool: Mempool) -> None:
+    """Issue 15 item 1: the validator checked the payload's digest but not its base model,
+    so a payload no proposer could aggregate was admitted and forwarded."""
+    g = genesis_for(KEYS)
+    topic = Topics(g.chain_id).updates
+    v = update_validator(ME, pool.add, current_round=lambda: 0)
+    tx, payload = make_update(
+        KEYS[0], g, round=0, base_ledger_hash=ZERO_HASH, base_fl_hash=b"\x42" * 32, seed=5
+    )
+    assert await v(PEER, _msg(topic, UpdateGossip(tx.encode(), payload).encode())) is (
+        Verdict.REJECT
+    )
+    assert tx.hash not in pool and pool.payload_bytes == 0
