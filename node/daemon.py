@@ -49,7 +49,7 @@ from node.services.gossip import CONSENSUS_DIRECT_PROTOCOL, NodeGossip
 from node.services.gossip_topics import Topics
 from node.services.round_log import RoundLog
 from node.services.rounds import RoundTracker
-from node.services.status import peer_infos
+from node.services.status import peer_infos, peer_standing
 from node.store.blobs import BlobStore
 from node.store.commits import CommitStore
 from node.store.ledger import Ledger
@@ -177,6 +177,7 @@ class Daemon:
                 on_tx=self.gossip.publish_tx,
                 fl=self.rounds.status,
                 list_peers=functools.partial(peer_infos, self.host),
+                standing_of=functools.partial(peer_standing, self.host, self.gossipsub),
                 is_syncing=self.consensus.is_catching_up,
             )
             self.next_nonce = functools.partial(self.mempool.next_nonce, self.vkey.address)

@@ -233,6 +233,14 @@ async def peers(request: web.Request) -> web.Response:
     return web.json_response({"peers": [asdict(p) for p in _view(request).peers()]})
 
 
+async def peer(request: web.Request) -> web.Response:
+    text = request.match_info["peer_id"]
+    standing = _view(request).peer_standing(text) if len(text) <= 128 else None
+    if standing is None:
+        raise _Fail(400, "bad_peer_id", f"{text[:128]!r} is not a peer ID")
+    return web.json_response(asdict(standing))
+
+
 async def account(request: web.Request) -> web.Response:
     v = _view(request)
     text = request.match_info["address"]
@@ -394,6 +402,7 @@ def make_app(
     app.router.add_get("/blocks/{height}", block_at)
     app.router.add_get("/validators", validators)
     app.router.add_get("/peers", peers)
+    app.router.add_get("/peers/{peer_id}", peer)
     app.router.add_get("/accounts/{address}", account)
     app.router.add_get("/model/info", model_info)
     app.router.add_get("/model", model)

@@ -19,7 +19,7 @@ from typing import Protocol
 from node.app.mempool import Mempool
 from node.ledger.tx import Tx
 from node.rpc.metrics import NodeMetrics
-from node.services.status import FLStatus, ModelSnapshot, PeerInfo, RoundStats
+from node.services.status import FLStatus, ModelSnapshot, PeerInfo, PeerStanding, RoundStats
 from node.store.ledger import Ledger
 
 __all__ = ["LocalView", "NodeView"]
@@ -27,6 +27,11 @@ __all__ = ["LocalView", "NodeView"]
 
 def _not_syncing() -> bool:
     return False
+
+
+def _no_standing(peer_id: str) -> PeerStanding | None:
+    """A view without a network knows no peer."""
+    return None
 
 
 class NodeView(Protocol):
@@ -39,6 +44,10 @@ class NodeView(Protocol):
     metrics: NodeMetrics
 
     def peers(self) -> list[PeerInfo]: ...
+
+    def peer_standing(self, peer_id: str) -> PeerStanding | None:
+        """One peer's standing (score, ban); None when ``peer_id`` is not a peer ID."""
+        ...
 
     def catching_up(self) -> bool: ...
 
@@ -69,10 +78,14 @@ class LocalView:
     on_tx: Callable[[Tx, bytes | None], Awaitable[None]] | None = None
     fl: FLStatus = field(default_factory=FLStatus)
     list_peers: Callable[[], list[PeerInfo]] = list
+    standing_of: Callable[[str], PeerStanding | None] = _no_standing
     is_syncing: Callable[[], bool] = _not_syncing
 
     def peers(self) -> list[PeerInfo]:
         return list(self.list_peers())
+
+    def peer_standing(self, peer_id: str) -> PeerStanding | None:
+        return self.standing_of(peer_id)
 
     def catching_up(self) -> bool:
         return self.is_syncing()

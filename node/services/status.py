@@ -12,11 +12,22 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from node.p2p.peer_id import PeerID, PeerIDError
+
 if TYPE_CHECKING:
     from fl.models import Params
+    from node.p2p.gossipsub.service import GossipSub
     from node.p2p.host import Host
 
-__all__ = ["FLStatus", "ModelSnapshot", "PeerInfo", "RoundStats", "peer_infos"]
+__all__ = [
+    "FLStatus",
+    "ModelSnapshot",
+    "PeerInfo",
+    "PeerStanding",
+    "RoundStats",
+    "peer_infos",
+    "peer_standing",
+]
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,33 @@ def peer_infos(host: Host) -> list[PeerInfo]:
         outbound = bool(conns and conns[0].initiator)
         peers.append(PeerInfo(p.to_base58(), addr, outbound))
     return peers
+
+
+@dataclass(frozen=True)
+class PeerStanding:
+    """How this node treats one peer, connected or not: what an operator (or a hostile-peer
+    test) reads to see that an offender was scored down, cut off or banned."""
+
+    peer_id: str
+    connected: bool
+    connections: int  # open connections to the peer right now
+    banned: bool  # refused inbound and outbound until its ban expires
+    gossip_score: float  # GossipSub's score (0 for a peer it holds no record of)
+
+
+def peer_standing(host: Host, gossip: GossipSub, peer_id: str) -> PeerStanding | None:
+    """The standing of ``peer_id`` (base58), or None when that is not a peer ID."""
+    try:
+        peer = PeerID.from_base58(peer_id)
+    except (PeerIDError, ValueError):
+        return None
+    return PeerStanding(
+        peer_id=peer.to_base58(),
+        connected=host.is_connected(peer),
+        connections=len(host.connections(peer)),
+        banned=host.is_banned(peer),
+        gossip_score=gossip.router.peer_score(peer, gossip.now()),
+    )
 
 
 @dataclass(frozen=True)

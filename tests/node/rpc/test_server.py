@@ -16,7 +16,7 @@ from fl.update import encode_update
 from node.app.updates import payload_base
 from node.ledger.tx import Stake, Transfer, sign_tx
 from node.rpc.metrics import NodeMetrics
-from node.services.status import ModelSnapshot, PeerInfo, RoundStats
+from node.services.status import ModelSnapshot, PeerInfo, PeerStanding, RoundStats
 from node.store.models import ZERO_HASH
 from tests.kits.updates import random_delta, signed_update
 from tests.node.nodekit import MAX_BODY, RunningNode
@@ -111,6 +111,20 @@ async def test_validators_accounts_peers(node: RunningNode) -> None:
     }
     _, st = await _get(node.url + "/status")
     assert st["peers"] == 1
+
+    standing = PeerStanding("12D3KooWpeer", False, 0, True, -12.5)
+    node.view.standing_of = lambda p: standing if p == "12D3KooWpeer" else None
+    status, doc = await _get(node.url + "/peers/12D3KooWpeer")
+    assert status == 200
+    assert doc == {
+        "peer_id": "12D3KooWpeer",
+        "connected": False,
+        "connections": 0,
+        "banned": True,
+        "gossip_score": -12.5,
+    }
+    status, err = await _get(node.url + "/peers/nonsense")
+    assert status == 400 and err["error"]["code"] == "bad_peer_id"
 
 
 async def test_model_and_history(node: RunningNode) -> None:
