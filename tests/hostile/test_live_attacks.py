@@ -1,0 +1,163 @@
+"""Issue 15, live: one hostile peer at a time attacks one node of a running 4-node testnet
+over real sockets (``tests.hostile.toolkit``), and ``LiveNet.under_attack`` holds the
+network to what users depend on while it lasts: every node keeps committing blocks and the
+attacked node keeps closing FL rounds, a fresh honest peer still connects to it within
+2 s, its RSS stays below 400 MB, and nothing committed before the attack changes. Each
+test then checks that the offender itself was dealt with: scored down or banned where it
+has an identity, refused or counted where it has none.
+
+The testnet (``live_net``) is started once for the module; the attacks aim at different
+nodes, so that what one attack leaves behind (a ban, memory not yet returned) is not
+charged to the next.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import wait_until
+from tests.hostile.live import AttackerProc, LiveNet
+
+pytestmark = pytest.mark.slow
+
+# Authenticated connections one peer may hold to a node: a handful covers simultaneous
+# dials both ways and a reconnect racing the old connection's close; more only costs
+# the node buffers and tasks.
+MAX_CONNECTIONS_PER_PEER = 4
+SCORED_DOWN_WITHIN = 20.0  # seconds, while the attack goes on
+
+
+def _start(live: LiveNet, tmp_path: Path, attack: str, victim: int, **kw: Any) -> tuple[
+    AttackerProc, str
+]:  # fmt: skip
+    a = live.attacker(attack, victim, tmp_path / f"{attack}.err", **kw)
+    peer_id = str(a.expect("peer_id", 30)["peer_id"])
+    return a, peer_id
+
+
+def _scored_down(live: LiveNet, victim: int, peer_id: str) -> bool:
+    s = live.standing(victim, peer_id)
+    return bool(s["banned"]) or float(s["gossip_score"]) < 0
+
+
+def _assert_scored_down(live: LiveNet, a: AttackerProc, victim: int, peer_id: str) -> None:
+    def check() -> bool:
+        assert a.alive(), "the attacker stopped before it was scored down"
+        return _scored_down(live, victim, peer_id)
+
+    try:
+        wait_until(check, SCORED_DOWN_WITHIN, f"node{victim} scoring down {peer_id}", 0.5)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: standing {live.standing(victim, peer_id)}") from None
+
+
+def test_unread_streams_stay_within_the_memory_bound(live_net: LiveNet, tmp_path: Path) -> None:
+    victim = 3
+    a, peer_id = _start(live_net, tmp_path, "unread_streams", victim)
+    try:
+        live_net.under_attack(a, victim)
+        standing = live_net.standing(victim, peer_id)
+    finally:
+        counts = a.stop()
+    held = counts.get("bytes_unread", 0)
+    # The node held its RSS bound (under_attack); it did so by refusing the streams or
+    # cutting the peer off, not because the attacker gave up early.
+    assert counts.get("stream_refused", 0) > 0 or not standing["connected"], (counts, standing)
+    assert held > 0, counts
+
+
+def test_connection_flood_from_one_identity_is_capped(live_net: LiveNet, tmp_path: Path) -> None:
+    victim = 1
+    a, peer_id = _start(live_net, tmp_path, "conn_flood", victim)
+    try:
+        live_net.under_attack(a, victim)
+        standing = live_net.standing(victim, peer_id)
+    finally:
+        counts = a.stop()
+    assert standing["banned"] or standing["connections"] <= MAX_CONNECTIONS_PER_PEER, (
+        standing,
+        counts,
+    )
+
+
+def test_handshake_flood_leaves_room_for_honest_peers(live_net: LiveNet, tmp_path: Path) -> None:
+    victim = 2
+    before = live_net.events(victim, "p2p")
+    a, _ = _start(live_net, tmp_path, "handshake_flood", victim)
+    try:
+        live_net.under_attack(a, victim)  # includes: a fresh honest peer connects in 2 s
+    finally:
+        counts = a.stop()
+    after = live_net.events(victim, "p2p")
+    cut = sum(after.get(r, 0) - before.get(r, 0) for r in ("handshake_timeout", "upgrade_limit"))
+    assert cut > 0, (after, counts)  # the stalled sockets were dropped and counted
+
+
+def test_rpc_slowloris_leaves_the_rpc_answering(live_net: LiveNet, tmp_path: Path) -> None:
+    victim = 0
+    before = live_net.events(victim, "rpc")
+    a, _ = _start(live_net, tmp_path, "rpc_slowloris", victim)
+    try:
+        live_net.under_attack(a, victim)  # every check reads the victim's RPC
+    finally:
+        counts = a.stop()
+    after = live_net.events(victim, "rpc")
+    assert sum(after.values()) > sum(before.values()), (after, counts)
+
+
+def test_status_flood_is_scored_down(live_net: LiveNet, tmp_path: Path) -> None:
+    victim = 0
+    a, peer_id = _start(live_net, tmp_path, "status_flood", victim)
+    try:
+        live_net.under_attack(a, victim)
+        _assert_scored_down(live_net, a, victim, peer_id)
+    finally:
+        a.stop()
+
+
+def test_signed_junk_on_the_consensus_topic_is_scored_down(
+    live_net: LiveNet, tmp_path: Path
+) -> None:
+    victim = 1
+    a, peer_id = _start(live_net, tmp_path, "junk_flood", victim)
+    try:
+        live_net.under_attack(a, victim)
+        _assert_scored_down(live_net, a, victim, peer_id)
+    finally:
+        a.stop()
+
+
+def test_poisoned_proposal_relay_is_scored_down(live_net: LiveNet, tmp_path: Path) -> None:
+    victim = 2
+    a, peer_id = _start(live_net, tmp_path, "poisoned_relay", victim)
+    try:
+        live_net.under_attack(a, victim)
+        _assert_scored_down(live_net, a, victim, peer_id)
+    finally:
+        counts = a.stop()
+    assert counts.get("proposals_poisoned", 0) > 0, counts
+
+
+def test_forged_catchup_is_refused_and_scored_down(live_net: LiveNet, tmp_path: Path) -> None:
+    victim = 3
+    a, peer_id = _start(live_net, tmp_path, "forged_catchup", victim, seconds=90.0)
+    try:
+        live_net.under_attack(a, victim)  # includes: the committed blocks did not change
+        _assert_scored_down(live_net, a, victim, peer_id)
+    finally:
+        counts = a.stop()
+    assert counts.get("probes_answered", 0) + counts.get("published", 0) > 0, counts
+
+
+def test_bad_updates_over_gossip_are_scored_down(live_net: LiveNet, tmp_path: Path) -> None:
+    victim = 0
+    a, peer_id = _start(live_net, tmp_path, "bad_updates", victim, home=3)
+    try:
+        live_net.under_attack(a, victim)
+        _assert_scored_down(live_net, a, victim, peer_id)
+    finally:
+        counts = a.stop()
+    assert counts.get("bad_update_sets", 0) > 0, counts
