@@ -65,7 +65,8 @@ def test_unread_streams_stay_within_the_memory_bound(live_net: LiveNet, tmp_path
     held = counts.get("bytes_unread", 0)
     # The node held its RSS bound (under_attack); it did so by refusing the streams or
     # cutting the peer off, not because the attacker gave up early.
-    assert counts.get("stream_refused", 0) > 0 or not standing["connected"], (counts, standing)
+    refused = counts.get("stream_refused", 0) > 0
+    assert any((refused, not standing["connected"], standing["banned"])), (counts, standing)
     assert held > 0, counts
 
 
@@ -77,10 +78,8 @@ def test_connection_flood_from_one_identity_is_capped(live_net: LiveNet, tmp_pat
         standing = live_net.standing(victim, peer_id)
     finally:
         counts = a.stop()
-    assert standing["banned"] or standing["connections"] <= MAX_CONNECTIONS_PER_PEER, (
-        standing,
-        counts,
-    )
+    capped = standing["connections"] <= MAX_CONNECTIONS_PER_PEER
+    assert any((capped, standing["banned"])), (standing, counts)
 
 
 def test_handshake_flood_leaves_room_for_honest_peers(live_net: LiveNet, tmp_path: Path) -> None:
