@@ -263,7 +263,7 @@ class LiveNet:
 
     # ------------------------------------------------------------------ attacks
 
-    def attacker(self, attack: str, victim: int, log: Path, *, seconds: float = 60.0,
+    def attacker(self, attack: str, victim: int, log: Path, *, seconds: float = 90.0,
                  home: int | None = None) -> AttackerProc:  # fmt: skip
         args = [
             attack,

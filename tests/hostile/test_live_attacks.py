@@ -30,23 +30,29 @@ MAX_CONNECTIONS_PER_PEER = 4
 SCORED_DOWN_WITHIN = 20.0  # seconds, while the attack goes on
 
 
-def _start(live: LiveNet, tmp_path: Path, attack: str, victim: int, **kw: Any) -> tuple[
-    AttackerProc, str
-]:  # fmt: skip
+def _attack(
+    live: LiveNet, tmp_path: Path, attack: str, victim: int, *, scored: bool = False, **kw: Any
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """Run ``attack`` on node ``victim`` and hold the network to ``under_attack``'s checks
+    while it lasts (with ``scored``: also until the victim scores the attacker down);
+    returns the attacker's standing on the victim and the attacker's own counts."""
     a = live.attacker(attack, victim, tmp_path / f"{attack}.err", **kw)
-    peer_id = str(a.expect("peer_id", 30)["peer_id"])
-    return a, peer_id
+    try:
+        peer_id = str(a.expect("peer_id", 30)["peer_id"])
+        live.under_attack(a, victim)
+        if scored:
+            _wait_scored_down(live, a, victim, peer_id)
+        standing = live.standing(victim, peer_id)
+    finally:
+        counts = a.stop()
+    return standing, counts
 
 
-def _scored_down(live: LiveNet, victim: int, peer_id: str) -> bool:
-    s = live.standing(victim, peer_id)
-    return bool(s["banned"]) or float(s["gossip_score"]) < 0
-
-
-def _assert_scored_down(live: LiveNet, a: AttackerProc, victim: int, peer_id: str) -> None:
+def _wait_scored_down(live: LiveNet, a: AttackerProc, victim: int, peer_id: str) -> None:
     def check() -> bool:
         assert a.alive(), "the attacker stopped before it was scored down"
-        return _scored_down(live, victim, peer_id)
+        s = live.standing(victim, peer_id)
+        return bool(s["banned"]) or float(s["gossip_score"]) < 0
 
     try:
         wait_until(check, SCORED_DOWN_WITHIN, f"node{victim} scoring down {peer_id}", 0.5)
@@ -55,29 +61,16 @@ def _assert_scored_down(live: LiveNet, a: AttackerProc, victim: int, peer_id: st
 
 
 def test_unread_streams_stay_within_the_memory_bound(live_net: LiveNet, tmp_path: Path) -> None:
-    victim = 3
-    a, peer_id = _start(live_net, tmp_path, "unread_streams", victim)
-    try:
-        live_net.under_attack(a, victim)
-        standing = live_net.standing(victim, peer_id)
-    finally:
-        counts = a.stop()
-    held = counts.get("bytes_unread", 0)
+    standing, counts = _attack(live_net, tmp_path, "unread_streams", 3)
     # The node held its RSS bound (under_attack); it did so by refusing the streams or
     # cutting the peer off, not because the attacker gave up early.
     refused = counts.get("stream_refused", 0) > 0
     assert any((refused, not standing["connected"], standing["banned"])), (counts, standing)
-    assert held > 0, counts
+    assert counts.get("bytes_unread", 0) > 0, counts
 
 
 def test_connection_flood_from_one_identity_is_capped(live_net: LiveNet, tmp_path: Path) -> None:
-    victim = 1
-    a, peer_id = _start(live_net, tmp_path, "conn_flood", victim)
-    try:
-        live_net.under_attack(a, victim)
-        standing = live_net.standing(victim, peer_id)
-    finally:
-        counts = a.stop()
+    standing, counts = _attack(live_net, tmp_path, "conn_flood", 1)
     capped = standing["connections"] <= MAX_CONNECTIONS_PER_PEER
     assert any((capped, standing["banned"])), (standing, counts)
 
@@ -85,11 +78,7 @@ def test_connection_flood_from_one_identity_is_capped(live_net: LiveNet, tmp_pat
 def test_handshake_flood_leaves_room_for_honest_peers(live_net: LiveNet, tmp_path: Path) -> None:
     victim = 2
     before = live_net.events(victim, "p2p")
-    a, _ = _start(live_net, tmp_path, "handshake_flood", victim)
-    try:
-        live_net.under_attack(a, victim)  # includes: a fresh honest peer connects in 2 s
-    finally:
-        counts = a.stop()
+    _, counts = _attack(live_net, tmp_path, "handshake_flood", victim)  # honest dial in 2 s
     after = live_net.events(victim, "p2p")
     cut = sum(after.get(r, 0) - before.get(r, 0) for r in ("handshake_timeout", "upgrade_limit"))
     assert cut > 0, (after, counts)  # the stalled sockets were dropped and counted
@@ -98,65 +87,34 @@ def test_handshake_flood_leaves_room_for_honest_peers(live_net: LiveNet, tmp_pat
 def test_rpc_slowloris_leaves_the_rpc_answering(live_net: LiveNet, tmp_path: Path) -> None:
     victim = 0
     before = live_net.events(victim, "rpc")
-    a, _ = _start(live_net, tmp_path, "rpc_slowloris", victim)
-    try:
-        live_net.under_attack(a, victim)  # every check reads the victim's RPC
-    finally:
-        counts = a.stop()
+    _, counts = _attack(live_net, tmp_path, "rpc_slowloris", victim)  # the checks use RPC
     after = live_net.events(victim, "rpc")
     assert sum(after.values()) > sum(before.values()), (after, counts)
 
 
 def test_status_flood_is_scored_down(live_net: LiveNet, tmp_path: Path) -> None:
-    victim = 0
-    a, peer_id = _start(live_net, tmp_path, "status_flood", victim)
-    try:
-        live_net.under_attack(a, victim)
-        _assert_scored_down(live_net, a, victim, peer_id)
-    finally:
-        a.stop()
+    _, counts = _attack(live_net, tmp_path, "status_flood", 0, scored=True)
+    assert counts.get("published", 0) > 0, counts
 
 
 def test_signed_junk_on_the_consensus_topic_is_scored_down(
     live_net: LiveNet, tmp_path: Path
 ) -> None:
-    victim = 1
-    a, peer_id = _start(live_net, tmp_path, "junk_flood", victim)
-    try:
-        live_net.under_attack(a, victim)
-        _assert_scored_down(live_net, a, victim, peer_id)
-    finally:
-        a.stop()
+    _, counts = _attack(live_net, tmp_path, "junk_flood", 1, scored=True)
+    assert counts.get("published", 0) > 0, counts
 
 
 def test_poisoned_proposal_relay_is_scored_down(live_net: LiveNet, tmp_path: Path) -> None:
-    victim = 2
-    a, peer_id = _start(live_net, tmp_path, "poisoned_relay", victim)
-    try:
-        live_net.under_attack(a, victim)
-        _assert_scored_down(live_net, a, victim, peer_id)
-    finally:
-        counts = a.stop()
+    _, counts = _attack(live_net, tmp_path, "poisoned_relay", 2, scored=True)
     assert counts.get("proposals_poisoned", 0) > 0, counts
 
 
 def test_forged_catchup_is_refused_and_scored_down(live_net: LiveNet, tmp_path: Path) -> None:
-    victim = 3
-    a, peer_id = _start(live_net, tmp_path, "forged_catchup", victim, seconds=90.0)
-    try:
-        live_net.under_attack(a, victim)  # includes: the committed blocks did not change
-        _assert_scored_down(live_net, a, victim, peer_id)
-    finally:
-        counts = a.stop()
+    # under_attack includes: the blocks committed before it did not change
+    _, counts = _attack(live_net, tmp_path, "forged_catchup", 3, scored=True, seconds=90.0)
     assert counts.get("probes_answered", 0) + counts.get("published", 0) > 0, counts
 
 
 def test_bad_updates_over_gossip_are_scored_down(live_net: LiveNet, tmp_path: Path) -> None:
-    victim = 0
-    a, peer_id = _start(live_net, tmp_path, "bad_updates", victim, home=3)
-    try:
-        live_net.under_attack(a, victim)
-        _assert_scored_down(live_net, a, victim, peer_id)
-    finally:
-        counts = a.stop()
+    _, counts = _attack(live_net, tmp_path, "bad_updates", 0, scored=True, home=3)
     assert counts.get("bad_update_sets", 0) > 0, counts

@@ -233,6 +233,19 @@ async def conn_flood(a: Attacker, engaged: Engaged) -> None:
             await a.pause(0.05)
 
 
+async def _swarm(a: Attacker, engaged: Engaged, n: int, one: Callable[[], Awaitable[None]]) -> None:
+    """Run ``n`` copies of the socket loop ``one`` until the attack ends; cancel the rest."""
+    tasks = [asyncio.ensure_future(one()) for _ in range(n)]
+    await a.pause(1.0)
+    engaged()
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def handshake_flood(a: Attacker, engaged: Engaged) -> None:
     host, port = a.target.tcp_endpoint()
     hello = ms.encode_message(ms.PROTOCOL_ID) + ms.encode_message("/noise")
@@ -270,15 +283,7 @@ async def handshake_flood(a: Attacker, engaged: Engaged) -> None:
                 writers.discard(writer)
                 writer.close()
 
-    tasks = [asyncio.ensure_future(one()) for _ in range(HANDSHAKE_SOCKETS)]
-    await a.pause(1.0)
-    engaged()
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    await _swarm(a, engaged, HANDSHAKE_SOCKETS, one)
 
 
 async def rpc_slowloris(a: Attacker, engaged: Engaged) -> None:
@@ -313,15 +318,7 @@ async def rpc_slowloris(a: Attacker, engaged: Engaged) -> None:
             finally:
                 writer.close()
 
-    tasks = [asyncio.ensure_future(one()) for _ in range(SLOWLORIS_SOCKETS)]
-    await a.pause(1.0)
-    engaged()
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    await _swarm(a, engaged, SLOWLORIS_SOCKETS, one)
 
 
 # --------------------------------------------------------------------------- consensus topic
