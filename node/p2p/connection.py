@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
@@ -83,6 +84,9 @@ class WireProtocol(asyncio.BufferedProtocol):
         self._on_lost: Callable[[], None] | None = None
         self.eof = False
         self.lost = False
+        # Upgrade progress, for the host's choice of which pending upgrade to shed.
+        self.upgrade_bytes = 0
+        self.last_received = time.monotonic()
         self._paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
 
@@ -120,6 +124,8 @@ class WireProtocol(asyncio.BufferedProtocol):
             self._sink(data)
             return
         self._buf += data
+        self.upgrade_bytes += len(data)
+        self.last_received = time.monotonic()
         if len(self._buf) > MAX_UPGRADE_BUFFER and self.transport is not None:
             self.transport.abort()
         self._wakeup.set()
@@ -154,6 +160,12 @@ class WireProtocol(asyncio.BufferedProtocol):
             fut = asyncio.get_running_loop().create_future()
             self._drain_waiters.append(fut)
             await fut
+
+    async def wait_readable(self) -> None:
+        """Upgrade phase only: wait until bytes arrived, or the socket ended."""
+        while not self._buf and not (self.eof or self.lost):
+            self._wakeup.clear()
+            await self._wakeup.wait()
 
     async def read_some(self) -> bytes:
         """Upgrade phase only: the next received bytes; ConnectionError at EOF."""

@@ -26,6 +26,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from node.p2p import identify, ping
@@ -77,6 +78,14 @@ def install_uvloop() -> bool:
     return True
 
 
+@dataclass
+class _PendingUpgrade:
+    """An inbound connection in its upgrade: where from, and the task running it."""
+
+    ip: str
+    task: asyncio.Task[None] | None = None
+
+
 class Host:
     def __init__(
         self,
@@ -101,7 +110,7 @@ class Host:
         self._bans: dict[PeerID, float] = {}
         self._own_record: bytes | None = None
         self._record_seq = time.time_ns() // 1000
-        self._pending_upgrades = 0
+        self._pending: dict[WireProtocol, _PendingUpgrade] = {}
         self._started = False
         self._closing = False
         # Events go first to the behaviours added with add_behaviour / add_notifee, then to
@@ -382,18 +391,45 @@ class Host:
 
     # -- inbound ------------------------------------------------------------------------------
 
+    @property
+    def pending_upgrades(self) -> int:
+        """Inbound connections still in their upgrade."""
+        return len(self._pending)
+
     def _on_inbound(self, proto: WireProtocol) -> None:
         assert proto.transport is not None
-        if self._closing or self._pending_upgrades >= self.config.max_pending_upgrades:
-            self.count("upgrade_limit", None, "too many connections in handshake")
+        if self._closing:
             proto.transport.abort()
             return
-        self._pending_upgrades += 1
+        peername = proto.transport.get_extra_info("peername")
+        ip = str(peername[0]) if isinstance(peername, tuple) and peername else ""
+        self._make_room_for_upgrade(ip)
+        entry = _PendingUpgrade(ip)
+        self._pending[proto] = entry
         try:
-            self._tasks.spawn(self._upgrade_inbound(proto), name="inbound upgrade")
+            entry.task = self._tasks.spawn(self._upgrade_inbound(proto), name="inbound upgrade")
         except RuntimeError:
-            self._pending_upgrades -= 1
+            del self._pending[proto]
             proto.transport.abort()
+
+    def _make_room_for_upgrade(self, ip: str) -> None:
+        """Shed one pending upgrade if ``ip``'s share or the whole pool is taken: the
+        one that made the least progress (no byte yet first, then the longest silent)."""
+        cfg = self.config
+        same_ip = [p for p, e in self._pending.items() if e.ip == ip]
+        if len(same_ip) >= cfg.max_pending_upgrades_per_ip:
+            pool = same_ip
+        elif len(self._pending) >= cfg.max_pending_upgrades:
+            pool = list(self._pending)
+        else:
+            return
+        victim = min(pool, key=lambda p: (p.upgrade_bytes > 0, p.last_received))
+        entry = self._pending.pop(victim)
+        self.count("upgrade_shed", None, f"pending upgrade from {entry.ip} shed for a newcomer")
+        if victim.transport is not None:
+            victim.transport.abort()
+        if entry.task is not None:
+            entry.task.cancel()
 
     async def _upgrade_inbound(self, proto: WireProtocol) -> None:
         assert proto.transport is not None
@@ -401,6 +437,8 @@ class Host:
         try:
             try:
                 async with asyncio.timeout(self.config.handshake_timeout):
+                    async with asyncio.timeout(self.config.first_byte_timeout):
+                        await proto.wait_readable()
                     noise, leftover = await upgrade(
                         proto, self.identity, initiator=False, expected_peer=None
                     )
@@ -412,7 +450,7 @@ class Host:
                 proto.transport.abort()
                 raise
         finally:
-            self._pending_upgrades -= 1
+            self._pending.pop(proto, None)
         assert noise.remote_peer is not None
         try:
             remote = Multiaddr.from_tcp(peername[0], peername[1])

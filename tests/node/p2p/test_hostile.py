@@ -350,10 +350,68 @@ async def test_reqresp_length_prefix_near_2_32(make_host: MakeHost) -> None:
 
 
 async def test_connection_flood_is_capped_during_handshake(victim: Any) -> None:
+    """More sockets than pending-upgrade slots from one IP: the IP's share holds, the
+    excess sheds the idle ones instead of queueing them."""
     host, honest, _ = victim
     limit = host.config.max_pending_upgrades
+    share = host.config.max_pending_upgrades_per_ip
     raws = [await Raw.open(host) for _ in range(limit + 10)]
-    await wait_for(lambda: host.counters["upgrade_limit"] >= 10, timeout=5, what="the cap")
+    await wait_for(
+        lambda: host.counters["upgrade_shed"] >= limit + 10 - share, timeout=5, what="the cap"
+    )
+    assert host.pending_upgrades <= share
     await still_serving(host, honest)
     for r in raws:
         r.writer.close()
+
+
+async def _idle_socket_slot(host: Host, ip: str, opened: list[int]) -> None:
+    """One attacker slot: an idle socket that is reopened as soon as the host drops it."""
+    h, p = host.listen_addrs[0].tcp_endpoint()
+    while True:
+        try:
+            reader, writer = await asyncio.open_connection(h, p, local_addr=(ip, 0))
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        opened[0] += 1
+        try:
+            with contextlib.suppress(ConnectionError):
+                await reader.read(1)  # the host closes it: refresh the slot
+        finally:
+            writer.close()
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    "ips",
+    [["127.0.0.1"], [f"127.0.0.{k}" for k in range(2, 10)]],
+    ids=["one-ip-shared-with-honest", "eight-ips"],
+)
+async def test_honest_dialers_get_through_a_handshake_flood(
+    make_host: MakeHost, ips: list[str]
+) -> None:
+    """80 idle sockets, reopened whenever dropped, against the 64 pending-upgrade slots:
+    from the honest dialers' own IP (the per-IP cap applies) or spread over eight (the
+    global pool fills). Each of five honest hosts still connects within 2 s."""
+    host = await make_host()
+    per_ip = 80 // len(ips)
+    opened = [0]
+    slots = [ip for ip in ips for _ in range(per_ip)]
+    flood = [asyncio.create_task(_idle_socket_slot(host, ip, opened)) for ip in slots]
+    try:
+        await wait_for(lambda: opened[0] >= 80, what="the flood connected")
+        await wait_for(
+            lambda: host.counters["upgrade_limit"] + host.counters["upgrade_shed"] >= 16,
+            what="the pending-upgrade pool full",
+        )
+        for _ in range(5):
+            honest = await make_host(listen=False)
+            async with asyncio.timeout(2):
+                peer = await honest.connect(dial_addr(host))
+            assert peer == host.peer_id
+            assert await ping.ping(honest, peer)
+    finally:
+        for t in flood:
+            t.cancel()
+        await asyncio.gather(*flood, return_exceptions=True)
