@@ -5,9 +5,11 @@ upgraded (multistream -> Noise -> multistream -> yamux) it buffers bytes for the
 coroutine; afterwards every received chunk goes straight through Noise and yamux inside
 ``data_received`` and lands in the receiving stream's buffer, with no reader task in
 between. Memory stays bounded without pausing the socket because a stream's unread data
-can never exceed the yamux window we granted; a peer that overruns a window or breaks a
-protocol is cut off. Writes wait for the yamux send window and for the socket to drain,
-which is how a slow reader slows its writer instead of growing a queue.
+can never exceed the yamux window we granted (256 KiB until the application reads, and
+all of a connection's windows within its ``YamuxConfig.max_buffered``); a peer that
+overruns a window or breaks a protocol is cut off. Writes wait for the yamux send window
+and for the socket to drain, which is how a slow reader slows its writer instead of
+growing a queue.
 
 A connection reports to its owner (the host) through ``ConnectionOwner`` only: inbound
 streams to serve, counted drops, a misbehaving peer, and its own loss.
@@ -504,6 +506,8 @@ class Stream:
         if self._reset:
             return
         self._reset = True
+        self._chunks.clear()  # nobody reads them now: free the buffer with the stream
+        self._head = self._buffered = self._precredited = 0
         self._readable.set()
         self._writable.set()
         self.conn.reset_stream(self.sid)

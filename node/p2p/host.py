@@ -477,7 +477,20 @@ class Host:
             return True
         conn.tasks.spawn(self._keepalive(conn), name="keepalive")
         self._emit(lambda b: b.on_connection_established(conn, first=first))
+        self._cap_connections(conn.peer, conn)
         return True
+
+    def _cap_connections(self, peer: PeerID, newest: Connection) -> None:
+        """Keep at most ``max_connections_per_peer`` open connections to ``peer``: the
+        newest, then the ones we dialled; the oldest inbound ones go first."""
+        live = [c for c in self._conns.get(peer, ()) if not c.closed and c is not newest]
+        excess = len(live) + 1 - self.config.max_connections_per_peer
+        if excess <= 0:
+            return
+        # Oldest first in the list; inbound (initiator False) sorts before outbound.
+        for conn in sorted(live, key=lambda c: c.initiator)[:excess]:
+            self.count("peer_connection_limit", peer, "over max_connections_per_peer")
+            conn.close("over max_connections_per_peer")
 
     def connection_lost(self, conn: Connection) -> None:
         """``ConnectionOwner``: the socket of ``conn`` is gone (called by ``conn``)."""

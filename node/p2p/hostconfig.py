@@ -23,6 +23,11 @@ class HostConfig:
     pool full sheds the pending upgrade that made the least progress (idle ones first,
     then the one silent longest) instead of being refused, so idle sockets cannot keep
     an honest dialer, which sends at once, out.
+
+    One peer ID keeps at most ``max_connections_per_peer`` connections: past it the host
+    closes the oldest inbound ones first, then the oldest it dialled, never the newest
+    (libp2p's convention; two, so that a simultaneous dial from both sides, where each
+    side would rather keep the one it dialled, loses neither).
     """
 
     yamux: YamuxConfig = field(default_factory=YamuxConfig)
@@ -33,6 +38,7 @@ class HostConfig:
     max_write_buffer: int = 64 * 1024 * 1024
     max_pending_upgrades: int = 64
     max_pending_upgrades_per_ip: int = 16
+    max_connections_per_peer: int = 2
     keepalive_interval: float = 15.0
     keepalive_timeout: float = 10.0
     agent_version: str = "fedchain/0.1.0"
@@ -55,6 +61,8 @@ class HostConfig:
             raise ValueError("timeouts must be positive")
         if not 1 <= self.max_pending_upgrades_per_ip <= self.max_pending_upgrades:
             raise ValueError("need 1 <= max_pending_upgrades_per_ip <= max_pending_upgrades")
+        if self.max_connections_per_peer < 1:
+            raise ValueError("max_connections_per_peer must be at least 1")
         if self.reconnect_base <= 0 or self.reconnect_max < self.reconnect_base:
             raise ValueError("need 0 < reconnect_base <= reconnect_max")
 

@@ -391,6 +391,9 @@ async def test_try_write_sends_at_once_or_not_at_all(make_host: MakeHost) -> Non
     small = bytes(range(256)) * 300
     assert s.try_write(small)
     assert await s.readexactly(len(small)) == small
+    warm = bytes(1 << 20)  # read by the echo handler: the window grows past 256 KiB
+    _, echoed = await asyncio.gather(s.write(warm), s.readexactly(len(warm)))
+    assert echoed == warm
     big = b"x" + bytes(300_000) + b"y"  # beyond one 256 KiB frame
     assert s.try_write(big)
     assert await s.readexactly(len(big)) == big
