@@ -46,7 +46,7 @@ from node.p2p.multistream import Dialer, Listener, MultistreamError
 from node.p2p.noise import NoiseError, NoiseSession, PeerMismatch
 from node.p2p.peer_id import IdentityKey, PeerID
 from node.p2p.peer_record import seal
-from node.p2p.peerstore import MAX_PEERSTORE, PeerStore, is_dialable
+from node.p2p.peerstore import PeerStore, is_dialable
 from node.p2p.tasks import TaskSet
 
 __all__ = ["DialError", "Host", "HostConfig", "PeerNotConnected", "install_uvloop"]
@@ -54,6 +54,10 @@ __all__ = ["DialError", "Host", "HostConfig", "PeerNotConnected", "install_uvloo
 log = logging.getLogger(__name__)
 
 StreamHandler = Callable[[Stream], Awaitable[None]]
+
+MAX_BANS = 8192
+"""Peers banned at once (``disconnect(..., ban=)``). A full map gives up an expired ban,
+else the oldest, one per new ban: a ban flood costs one old ban each, never all of them."""
 
 
 def _local_ips(*, v6: bool) -> list[str]:
@@ -302,9 +306,12 @@ class Host:
         seconds, so a graylisted peer cannot simply reconnect.
         """
         if ban > 0:
-            if len(self._bans) >= MAX_PEERSTORE:
-                self._bans.clear()
-            self._bans[peer] = time.monotonic() + ban
+            now = time.monotonic()
+            self._bans.pop(peer, None)  # re-banned: moves to the newest end
+            if len(self._bans) >= MAX_BANS:
+                expired = next((p for p, until in self._bans.items() if until <= now), None)
+                del self._bans[expired if expired is not None else next(iter(self._bans))]
+            self._bans[peer] = now + ban
         conns = self._conns.get(peer)
         if not conns:
             return
@@ -472,6 +479,8 @@ class Host:
         lst = self._conns.setdefault(conn.peer, [])
         first = not lst
         lst.append(conn)
+        if first:
+            self.peerstore.connected(conn.peer)
         conn.start(leftover)
         if conn.closed:
             return True
