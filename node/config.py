@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.p2p.hostconfig import HostConfig
 from node.p2p.multiaddr import Multiaddr, MultiaddrError
+from node.p2p.yamux import YamuxConfig
 
 __all__ = [
     "DEFAULT_P2P_PORT",
@@ -51,6 +53,18 @@ class P2PConfig:
     bootstrap: tuple[str, ...] = ()
     persistent_peers: tuple[str, ...] = ()
     max_peers: int = 50
+    # Inbound handshake budget (node.p2p.hostconfig.HostConfig): seconds to the first
+    # byte and to a finished upgrade; connections in their upgrade in all and per IP.
+    first_byte_timeout: int = int(HostConfig.first_byte_timeout)
+    handshake_timeout: int = int(HostConfig.handshake_timeout)
+    max_pending_upgrades: int = HostConfig.max_pending_upgrades
+    max_pending_upgrades_per_ip: int = HostConfig.max_pending_upgrades_per_ip
+    # Per peer and per connection (node.p2p.yamux.YamuxConfig): connections one peer ID
+    # keeps, streams it may open on one, and the bytes all of a connection's stream
+    # windows may add up to.
+    max_connections_per_peer: int = HostConfig.max_connections_per_peer
+    max_inbound_streams: int = YamuxConfig.max_inbound_streams
+    connection_buffer_bytes: int = YamuxConfig.max_buffered
 
 
 @dataclass(frozen=True)
@@ -112,6 +126,25 @@ class Config:
                 _tcp_multiaddr(f"p2p.{key}[{i}]", a, peer=True)
         if not 1 <= p.max_peers <= 10_000:
             raise ConfigError("p2p.max_peers: must be between 1 and 10000")
+        for key in ("first_byte_timeout", "handshake_timeout"):
+            if not 1 <= getattr(p, key) <= 300:
+                raise ConfigError(f"p2p.{key}: must be between 1 and 300 seconds")
+        if not 1 <= p.max_pending_upgrades <= 65536:
+            raise ConfigError("p2p.max_pending_upgrades: must be between 1 and 65536")
+        if not 1 <= p.max_pending_upgrades_per_ip <= p.max_pending_upgrades:
+            raise ConfigError(
+                "p2p.max_pending_upgrades_per_ip: must be between 1 and max_pending_upgrades"
+            )
+        if not 1 <= p.max_connections_per_peer <= 64:
+            raise ConfigError("p2p.max_connections_per_peer: must be between 1 and 64")
+        if not 1 <= p.max_inbound_streams <= YamuxConfig.max_streams:
+            raise ConfigError(
+                f"p2p.max_inbound_streams: must be between 1 and {YamuxConfig.max_streams}"
+            )
+        if not 256 << 10 <= p.connection_buffer_bytes <= 1 << 30:
+            raise ConfigError(
+                "p2p.connection_buffer_bytes: must be between 262144 (256 KiB) and 1073741824"
+            )
         parse_host_port(self.rpc.listen, key="rpc.listen")
         r = self.rpc
         if not 1024 <= r.max_body_bytes <= 64 << 20:
@@ -263,6 +296,19 @@ bootstrap = {p2p_bootstrap}
 # Peers this node keeps connected to, redialling with backoff.
 persistent_peers = {p2p_persistent_peers}
 max_peers = {p2p_max_peers}
+# Seconds an inbound connection has to send its first byte, and to finish its handshake.
+first_byte_timeout = {p2p_first_byte_timeout}
+handshake_timeout = {p2p_handshake_timeout}
+# Inbound connections in their handshake, in all and from one IP; past a cap the one
+# that made the least progress (idle first) is dropped for the newcomer.
+max_pending_upgrades = {p2p_max_pending_upgrades}
+max_pending_upgrades_per_ip = {p2p_max_pending_upgrades_per_ip}
+# Connections kept per peer ID (the newest and the ones this node dialled), streams a
+# peer may open on one connection, and the bytes all of a connection's stream windows
+# may add up to (what a peer can make this node buffer; unread streams stay at 256 KiB).
+max_connections_per_peer = {p2p_max_connections_per_peer}
+max_inbound_streams = {p2p_max_inbound_streams}
+connection_buffer_bytes = {p2p_connection_buffer_bytes}
 
 [rpc]
 # host:port of the HTTP RPC; keep it on 127.0.0.1 unless a proxy guards it.

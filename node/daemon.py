@@ -35,6 +35,7 @@ from node.p2p.gossipsub.service import GossipSub
 from node.p2p.host import Host, HostConfig
 from node.p2p.multiaddr import Multiaddr
 from node.p2p.peer_id import IdentityKey
+from node.p2p.yamux import YamuxConfig
 from node.rpc.metrics import NodeMetrics
 from node.rpc.server import RPCServer
 from node.rpc.view import LocalView
@@ -135,6 +136,15 @@ class Daemon:
                     announce=(Multiaddr.parse(p2p.external),) if p2p.external else (),
                     max_peers=p2p.max_peers,
                     target_peers=min(16, p2p.max_peers),
+                    first_byte_timeout=p2p.first_byte_timeout,
+                    handshake_timeout=p2p.handshake_timeout,
+                    max_pending_upgrades=p2p.max_pending_upgrades,
+                    max_pending_upgrades_per_ip=p2p.max_pending_upgrades_per_ip,
+                    max_connections_per_peer=p2p.max_connections_per_peer,
+                    yamux=YamuxConfig(
+                        max_inbound_streams=p2p.max_inbound_streams,
+                        max_buffered=p2p.connection_buffer_bytes,
+                    ),
                 ),
             )
             self.topics = Topics(genesis.chain_id)

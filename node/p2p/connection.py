@@ -5,9 +5,11 @@ upgraded (multistream -> Noise -> multistream -> yamux) it buffers bytes for the
 coroutine; afterwards every received chunk goes straight through Noise and yamux inside
 ``data_received`` and lands in the receiving stream's buffer, with no reader task in
 between. Memory stays bounded without pausing the socket because a stream's unread data
-can never exceed the yamux window we granted; a peer that overruns a window or breaks a
-protocol is cut off. Writes wait for the yamux send window and for the socket to drain,
-which is how a slow reader slows its writer instead of growing a queue.
+can never exceed the yamux window we granted (256 KiB until the application reads, and
+all of a connection's windows within its ``YamuxConfig.max_buffered``); a peer that
+overruns a window or breaks a protocol is cut off. Writes wait for the yamux send window
+and for the socket to drain, which is how a slow reader slows its writer instead of
+growing a queue.
 
 A connection reports to its owner (the host) through ``ConnectionOwner`` only: inbound
 streams to serve, counted drops, a misbehaving peer, and its own loss.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
@@ -83,6 +86,9 @@ class WireProtocol(asyncio.BufferedProtocol):
         self._on_lost: Callable[[], None] | None = None
         self.eof = False
         self.lost = False
+        # Upgrade progress, for the host's choice of which pending upgrade to shed.
+        self.upgrade_bytes = 0
+        self.last_received = time.monotonic()
         self._paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
 
@@ -120,6 +126,8 @@ class WireProtocol(asyncio.BufferedProtocol):
             self._sink(data)
             return
         self._buf += data
+        self.upgrade_bytes += len(data)
+        self.last_received = time.monotonic()
         if len(self._buf) > MAX_UPGRADE_BUFFER and self.transport is not None:
             self.transport.abort()
         self._wakeup.set()
@@ -154,6 +162,12 @@ class WireProtocol(asyncio.BufferedProtocol):
             fut = asyncio.get_running_loop().create_future()
             self._drain_waiters.append(fut)
             await fut
+
+    async def wait_readable(self) -> None:
+        """Upgrade phase only: wait until bytes arrived, or the socket ended."""
+        while not self._buf and not (self.eof or self.lost):
+            self._wakeup.clear()
+            await self._wakeup.wait()
 
     async def read_some(self) -> bytes:
         """Upgrade phase only: the next received bytes; ConnectionError at EOF."""
@@ -492,6 +506,8 @@ class Stream:
         if self._reset:
             return
         self._reset = True
+        self._chunks.clear()  # nobody reads them now: free the buffer with the stream
+        self._head = self._buffered = self._precredited = 0
         self._readable.set()
         self._writable.set()
         self.conn.reset_stream(self.sid)

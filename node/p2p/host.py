@@ -26,6 +26,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from node.p2p import identify, ping
@@ -45,7 +46,7 @@ from node.p2p.multistream import Dialer, Listener, MultistreamError
 from node.p2p.noise import NoiseError, NoiseSession, PeerMismatch
 from node.p2p.peer_id import IdentityKey, PeerID
 from node.p2p.peer_record import seal
-from node.p2p.peerstore import MAX_PEERSTORE, PeerStore, is_dialable
+from node.p2p.peerstore import PeerStore, is_dialable
 from node.p2p.tasks import TaskSet
 
 __all__ = ["DialError", "Host", "HostConfig", "PeerNotConnected", "install_uvloop"]
@@ -53,6 +54,10 @@ __all__ = ["DialError", "Host", "HostConfig", "PeerNotConnected", "install_uvloo
 log = logging.getLogger(__name__)
 
 StreamHandler = Callable[[Stream], Awaitable[None]]
+
+MAX_BANS = 8192
+"""Peers banned at once (``disconnect(..., ban=)``). A full map gives up an expired ban,
+else the oldest, one per new ban: a ban flood costs one old ban each, never all of them."""
 
 
 def _local_ips(*, v6: bool) -> list[str]:
@@ -75,6 +80,14 @@ def install_uvloop() -> bool:
         return False
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return True
+
+
+@dataclass
+class _PendingUpgrade:
+    """An inbound connection in its upgrade: where from, and the task running it."""
+
+    ip: str
+    task: asyncio.Task[None] | None = None
 
 
 class Host:
@@ -101,7 +114,7 @@ class Host:
         self._bans: dict[PeerID, float] = {}
         self._own_record: bytes | None = None
         self._record_seq = time.time_ns() // 1000
-        self._pending_upgrades = 0
+        self._pending: dict[WireProtocol, _PendingUpgrade] = {}
         self._started = False
         self._closing = False
         # Events go first to the behaviours added with add_behaviour / add_notifee, then to
@@ -293,9 +306,12 @@ class Host:
         seconds, so a graylisted peer cannot simply reconnect.
         """
         if ban > 0:
-            if len(self._bans) >= MAX_PEERSTORE:
-                self._bans.clear()
-            self._bans[peer] = time.monotonic() + ban
+            now = time.monotonic()
+            self._bans.pop(peer, None)  # re-banned: moves to the newest end
+            if len(self._bans) >= MAX_BANS:
+                expired = next((p for p, until in self._bans.items() if until <= now), None)
+                del self._bans[expired if expired is not None else next(iter(self._bans))]
+            self._bans[peer] = now + ban
         conns = self._conns.get(peer)
         if not conns:
             return
@@ -382,18 +398,45 @@ class Host:
 
     # -- inbound ------------------------------------------------------------------------------
 
+    @property
+    def pending_upgrades(self) -> int:
+        """Inbound connections still in their upgrade."""
+        return len(self._pending)
+
     def _on_inbound(self, proto: WireProtocol) -> None:
         assert proto.transport is not None
-        if self._closing or self._pending_upgrades >= self.config.max_pending_upgrades:
-            self.count("upgrade_limit", None, "too many connections in handshake")
+        if self._closing:
             proto.transport.abort()
             return
-        self._pending_upgrades += 1
+        peername = proto.transport.get_extra_info("peername")
+        ip = str(peername[0]) if isinstance(peername, tuple) and peername else ""
+        self._make_room_for_upgrade(ip)
+        entry = _PendingUpgrade(ip)
+        self._pending[proto] = entry
         try:
-            self._tasks.spawn(self._upgrade_inbound(proto), name="inbound upgrade")
+            entry.task = self._tasks.spawn(self._upgrade_inbound(proto), name="inbound upgrade")
         except RuntimeError:
-            self._pending_upgrades -= 1
+            del self._pending[proto]
             proto.transport.abort()
+
+    def _make_room_for_upgrade(self, ip: str) -> None:
+        """Shed one pending upgrade if ``ip``'s share or the whole pool is taken: the
+        one that made the least progress (no byte yet first, then the longest silent)."""
+        cfg = self.config
+        same_ip = [p for p, e in self._pending.items() if e.ip == ip]
+        if len(same_ip) >= cfg.max_pending_upgrades_per_ip:
+            pool = same_ip
+        elif len(self._pending) >= cfg.max_pending_upgrades:
+            pool = list(self._pending)
+        else:
+            return
+        victim = min(pool, key=lambda p: (p.upgrade_bytes > 0, p.last_received))
+        entry = self._pending.pop(victim)
+        self.count("upgrade_shed", None, f"pending upgrade from {entry.ip} shed for a newcomer")
+        if victim.transport is not None:
+            victim.transport.abort()
+        if entry.task is not None:
+            entry.task.cancel()
 
     async def _upgrade_inbound(self, proto: WireProtocol) -> None:
         assert proto.transport is not None
@@ -401,6 +444,8 @@ class Host:
         try:
             try:
                 async with asyncio.timeout(self.config.handshake_timeout):
+                    async with asyncio.timeout(self.config.first_byte_timeout):
+                        await proto.wait_readable()
                     noise, leftover = await upgrade(
                         proto, self.identity, initiator=False, expected_peer=None
                     )
@@ -412,7 +457,7 @@ class Host:
                 proto.transport.abort()
                 raise
         finally:
-            self._pending_upgrades -= 1
+            self._pending.pop(proto, None)
         assert noise.remote_peer is not None
         try:
             remote = Multiaddr.from_tcp(peername[0], peername[1])
@@ -434,12 +479,27 @@ class Host:
         lst = self._conns.setdefault(conn.peer, [])
         first = not lst
         lst.append(conn)
+        if first:
+            self.peerstore.connected(conn.peer)
         conn.start(leftover)
         if conn.closed:
             return True
         conn.tasks.spawn(self._keepalive(conn), name="keepalive")
         self._emit(lambda b: b.on_connection_established(conn, first=first))
+        self._cap_connections(conn.peer, conn)
         return True
+
+    def _cap_connections(self, peer: PeerID, newest: Connection) -> None:
+        """Keep at most ``max_connections_per_peer`` open connections to ``peer``: the
+        newest, then the ones we dialled; the oldest inbound ones go first."""
+        live = [c for c in self._conns.get(peer, ()) if not c.closed and c is not newest]
+        excess = len(live) + 1 - self.config.max_connections_per_peer
+        if excess <= 0:
+            return
+        # Oldest first in the list; inbound (initiator False) sorts before outbound.
+        for conn in sorted(live, key=lambda c: c.initiator)[:excess]:
+            self.count("peer_connection_limit", peer, "over max_connections_per_peer")
+            conn.close("over max_connections_per_peer")
 
     def connection_lost(self, conn: Connection) -> None:
         """``ConnectionOwner``: the socket of ``conn`` is gone (called by ``conn``)."""

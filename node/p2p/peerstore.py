@@ -10,13 +10,16 @@
 - the addresses peers observed us at (a hint for what others can dial).
 
 Protocols record into it through its methods, so every table stays bounded in one place:
-a peer that floods us with identities, records or addresses fills a capped table, which
-is counted, instead of memory.
+at most ``MAX_PEERSTORE`` peers are known, and a new one takes the place of the
+disconnected peer seen longest ago (a peer is seen when it connects or something about
+it is recorded). A flood of identities, records or addresses therefore costs a capped
+table and ages out, instead of growing memory or locking later peers out; only when
+every known peer is connected is a newcomer refused (and counted).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -63,6 +66,34 @@ class PeerStore:
         self._records: dict[PeerID, tuple[int, bytes]] = {}  # peer -> (seq, envelope)
         self._identified: dict[PeerID, Identified] = {}
         self._observed: Counter[Multiaddr] = Counter()
+        self._seen: OrderedDict[PeerID, None] = OrderedDict()  # known peers, oldest first
+        self._connected: set[PeerID] = set()
+
+    # -- the bound ----------------------------------------------------------------------------
+
+    def _admit(self, peer: PeerID) -> bool:
+        """Mark ``peer`` seen now, making room for it if it is new; False if the store is
+        full of connected peers (counted)."""
+        if peer in self._seen:
+            self._seen.move_to_end(peer)
+            return True
+        if len(self._seen) >= MAX_PEERSTORE:
+            victim = next((p for p in self._seen if p not in self._connected), None)
+            if victim is None:
+                self._count("peerstore_full", peer, "")
+                return False
+            self._forget(victim)
+        self._seen[peer] = None
+        return True
+
+    def _forget(self, peer: PeerID) -> None:
+        self._seen.pop(peer, None)
+        self._addrs.pop(peer, None)
+        self._records.pop(peer, None)
+        self._identified.pop(peer, None)
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
     # -- addresses ----------------------------------------------------------------------------
 
@@ -71,14 +102,9 @@ class PeerStore:
 
     def add_addrs(self, peer: PeerID, addrs: Iterable[Multiaddr]) -> None:
         """Remember dialable addresses (without /p2p) for a peer, newest first, bounded."""
-        if peer == self._local:
+        if peer == self._local or not self._admit(peer):
             return
-        known = self._addrs.get(peer)
-        if known is None:
-            if len(self._addrs) >= MAX_PEERSTORE:
-                self._count("peerstore_full", peer, "")
-                return
-            known = self._addrs[peer] = []
+        known = self._addrs.setdefault(peer, [])
         for addr in addrs:
             plain = addr.without_peer_id()
             if not is_dialable(plain):
@@ -108,12 +134,11 @@ class PeerStore:
             return False
         if peer == self._local:
             return True
+        if not self._admit(peer):
+            return False
         old = self._records.get(peer)
         if old is not None and old[0] > rec.seq:
             return True  # keep the newer one we already have
-        if old is None and len(self._records) >= MAX_PEERSTORE:
-            self._count("peerstore_full", peer, "")
-            return False
         self._records[peer] = (rec.seq, record)
         self.add_addrs(peer, rec.addrs)
         return True
@@ -125,7 +150,8 @@ class PeerStore:
         return self._identified.get(peer)
 
     def set_identified(self, peer: PeerID, protocols: Iterable[str], agent: str) -> None:
-        self._identified[peer] = Identified(tuple(protocols), agent[:MAX_AGENT_LENGTH])
+        if peer != self._local and self._admit(peer):
+            self._identified[peer] = Identified(tuple(protocols), agent[:MAX_AGENT_LENGTH])
 
     def add_observed(self, addr: Multiaddr) -> None:
         """A peer saw us at ``addr``; counting stops at ``MAX_OBSERVED_ADDRS`` addresses."""
@@ -136,6 +162,13 @@ class PeerStore:
         """How often peers reported each address they saw us at (a copy)."""
         return Counter(self._observed)
 
+    def connected(self, peer: PeerID) -> None:
+        """The peer's first connection opened: it is seen, and kept while connected."""
+        if peer != self._local and self._admit(peer):
+            self._connected.add(peer)
+
     def disconnected(self, peer: PeerID) -> None:
-        """The peer's last connection closed: forget what it said about its session."""
+        """The peer's last connection closed: forget what it said about its session (it
+        may now be evicted, the longest unseen first)."""
+        self._connected.discard(peer)
         self._identified.pop(peer, None)

@@ -2,9 +2,13 @@
 
 Frames carry a 12-byte header: version (0), type (data, window update, ping, go away),
 flags (SYN, ACK, FIN, RST), stream ID and length. The client (the side that dialed) uses
-odd stream IDs, the server even ones. Each stream starts with a 256 KiB receive window in
-both directions; we grant a larger window right away (a window update riding on the SYN or
-ACK, as go-yamux does) when configured, and replenish it as the application consumes data.
+odd stream IDs, the server even ones. Each stream starts with the spec's 256 KiB receive
+window in both directions and we replenish it as the application consumes data; the
+window grows (doubling, up to ``YamuxConfig.window``) only when the application has read
+half of it, and only while the sum of the connection's windows stays within
+``YamuxConfig.max_buffered`` (go-yamux's auto-tuning, bounded per connection). A stream
+nobody reads therefore never holds more than 256 KiB, and inbound streams beyond
+``max_inbound_streams`` are reset on arrival.
 
 Flow control is what bounds memory: a stream's unread data never exceeds the window we
 granted, and a peer that sends beyond it, opens streams with the wrong parity or a reused
@@ -50,15 +54,28 @@ class StreamClosedError(ConnectionError):
 
 @dataclass(frozen=True)
 class YamuxConfig:
-    """Tunables. ``window`` is the receive window granted per stream (>= 256 KiB)."""
+    """Tunables of one connection's multiplexer.
+
+    ``window``: the largest receive window a stream grows to while it is read (>= 256
+    KiB); ``max_buffered``: the sum of the receive windows of all of a connection's
+    streams beyond which none grows (what a peer can make us buffer, besides 256 KiB per
+    stream); ``max_streams``: open streams in all; ``max_inbound_streams``: of those, the
+    ones the remote opened (the lower of the two caps holds).
+    """
 
     window: int = 16 * 1024 * 1024
+    max_buffered: int = 32 * 1024 * 1024
     max_streams: int = 512
+    max_inbound_streams: int = 64
     max_frame: int = 256 * 1024  # largest data frame we send (go and rust peers split smaller)
 
     def __post_init__(self) -> None:
         if not INITIAL_WINDOW <= self.window <= MAX_WINDOW_VALUE:
             raise ValueError("yamux window must be between 256 KiB and 2**32-1")
+        if self.max_buffered < INITIAL_WINDOW:
+            raise ValueError("yamux max_buffered must be at least 256 KiB")
+        if min(self.max_streams, self.max_inbound_streams) < 1:
+            raise ValueError("yamux max_streams and max_inbound_streams must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -123,8 +140,10 @@ Event = (
 
 @dataclass
 class _Stream:
+    inbound: bool = False
     send_window: int = INITIAL_WINDOW
-    recv_window: int = INITIAL_WINDOW
+    recv_window: int = INITIAL_WINDOW  # what the remote may still send
+    window: int = INITIAL_WINDOW  # recv_window + bytes received and not yet granted back
     unacked: int = 0  # bytes consumed by the application not yet granted back
     local_closed: bool = False
     remote_closed: bool = False
@@ -140,6 +159,8 @@ class YamuxSession:
         self.is_client = is_client
         self._next_id = 1 if is_client else 2
         self._streams: dict[int, _Stream] = {}
+        self._inbound = 0  # streams the remote opened, among _streams
+        self._windows = 0  # sum of the streams' windows: what the remote may make us hold
         # Frames to send; data bodies are views of the caller's buffer (the caller's bytes
         # must stay unchanged until pieces_to_send, which the driver calls right away).
         self._out: list[bytes | memoryview] = []
@@ -178,10 +199,21 @@ class YamuxSession:
         if sid > MAX_WINDOW_VALUE:
             raise StreamClosedError("stream IDs exhausted")
         self._next_id += 2
-        st = _Stream(recv_window=self.config.window)
-        self._streams[sid] = st
-        self._frame(TYPE_WINDOW_UPDATE, FLAG_SYN, sid, self.config.window - INITIAL_WINDOW)
+        self._add(sid, _Stream())
+        self._frame(TYPE_WINDOW_UPDATE, FLAG_SYN, sid, 0)
         return sid
+
+    def _add(self, sid: int, st: _Stream) -> None:
+        self._streams[sid] = st
+        self._windows += st.window
+        self._inbound += st.inbound
+
+    def _drop(self, sid: int) -> None:
+        """Forget ``sid``: its window no longer counts against the connection."""
+        st = self._streams.pop(sid, None)
+        if st is not None:
+            self._windows -= st.window
+            self._inbound -= st.inbound
 
     def send_window(self, sid: int) -> int:
         st = self._streams.get(sid)
@@ -221,8 +253,15 @@ class YamuxSession:
         if st is None or st.remote_closed:
             return
         st.unacked += n
-        if st.unacked >= self.config.window // 2:
-            delta = st.unacked
+        if st.unacked >= st.window // 2:
+            # Read at this pace, the window may double, as far as the connection's
+            # budget allows: a stream that is read gets the bandwidth, one that is not
+            # stays at the 256 KiB the spec grants.
+            growth = min(st.window, self.config.window - st.window)
+            growth = max(0, min(growth, self.config.max_buffered - self._windows))
+            st.window += growth
+            self._windows += growth
+            delta = st.unacked + growth
             st.unacked = 0
             st.recv_window += delta
             self._frame(TYPE_WINDOW_UPDATE, self._take_ack(st), sid, delta)
@@ -237,9 +276,9 @@ class YamuxSession:
         self._maybe_forget(sid, st)
 
     def reset_stream(self, sid: int) -> None:
-        st = self._streams.pop(sid, None)
-        if st is None:
+        if sid not in self._streams:
             return
+        self._drop(sid)
         self._frame(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0)
 
     def ping(self) -> int:
@@ -254,7 +293,7 @@ class YamuxSession:
 
     def _maybe_forget(self, sid: int, st: _Stream) -> None:
         if st.local_closed and st.remote_closed:
-            self._streams.pop(sid, None)
+            self._drop(sid)
 
     @property
     def stream_count(self) -> int:
@@ -369,18 +408,18 @@ class YamuxSession:
                 raise self._fail(f"SYN for existing stream {sid}")
             if (sid % 2 == 1) == self.is_client:
                 raise self._fail(f"remote opened stream {sid} with our parity")
-            if self.go_away_sent or len(self._streams) >= self.config.max_streams:
+            if (
+                self.go_away_sent
+                or len(self._streams) >= self.config.max_streams
+                or self._inbound >= self.config.max_inbound_streams
+            ):
                 self._frame(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0)
                 events.append(StreamRefused(sid))
                 return
-            st = _Stream(recv_window=INITIAL_WINDOW, need_ack=True)
-            self._streams[sid] = st
+            st = _Stream(inbound=True)
+            self._add(sid, st)
             events.append(StreamOpened(sid))
-            # Acknowledge at once, granting our larger window in the same frame.
-            extra = self.config.window - INITIAL_WINDOW
-            st.need_ack = False
-            st.recv_window += extra
-            self._frame(TYPE_WINDOW_UPDATE, FLAG_ACK, sid, extra)
+            self._frame(TYPE_WINDOW_UPDATE, FLAG_ACK, sid, 0)  # acknowledge at once
         if st is None:
             # A frame for a stream we already reset or forgot: harmless, drop it.
             return
@@ -400,7 +439,7 @@ class YamuxSession:
             st.recv_window -= length
             events.append(StreamData(sid, body))
         if flags & FLAG_RST:
-            self._streams.pop(sid, None)
+            self._drop(sid)
             events.append(StreamReset(sid))
             return
         if flags & FLAG_FIN and not st.remote_closed:

@@ -49,6 +49,9 @@ class GossipParams:
     flood_publish: bool = True
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     max_pending_validations: int = 4096
+    # Of those, what one source peer's messages may hold: a flooder fills its own share,
+    # not the queue the other peers' messages wait in.
+    max_pending_validations_per_peer: int = 512
     max_subscriptions_per_peer: int = 1024
     sign_messages: bool = True
     strict_verification: bool = True

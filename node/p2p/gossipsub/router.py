@@ -149,6 +149,7 @@ class GossipSubRouter(Generic[P]):
         self.seen = SeenCache(prm.seen_ttl)
         self._validated_topics: set[str] = set()
         self._pending: dict[bytes, tuple[Message, P]] = {}
+        self._pending_by_peer: dict[P, int] = {}  # source -> its entries in _pending
         self._promises: dict[bytes, dict[P, float]] = {}
         self._peerhave: dict[P, int] = {}
         self._iasked: dict[P, int] = {}
@@ -461,6 +462,10 @@ class GossipSubRouter(Generic[P]):
             # Not marked seen either, so the message can still arrive again later.
             self._count("drop_validation_queue_full")
             return
+        pending_here = self._pending_by_peer.get(peer, 0)
+        if validate and pending_here >= self.params.max_pending_validations_per_peer:
+            self._count("drop_validation_peer_share")
+            return
         self.seen.add(msg_id, now)
         self._promises.pop(msg_id, None)
         self.score.validate_message(msg_id, now)
@@ -470,6 +475,7 @@ class GossipSubRouter(Generic[P]):
             if len(msg.data) >= self.params.idontwant_message_threshold:
                 self._send_idontwant(topic, msg_id, peer)
             self._pending[msg_id] = (msg, peer)
+            self._pending_by_peer[peer] = pending_here + 1
             self._events.append(Validate(msg_id, msg, peer))
         else:
             self._accept(msg_id, msg, peer, now)
@@ -479,6 +485,9 @@ class GossipSubRouter(Generic[P]):
         if entry is None:
             return
         msg, source = entry
+        left = self._pending_by_peer.pop(source) - 1
+        if left:
+            self._pending_by_peer[source] = left
         if verdict is Verdict.ACCEPT:
             self._accept(msg_id, msg, source, now)
         elif verdict is Verdict.REJECT:

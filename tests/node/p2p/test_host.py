@@ -391,6 +391,9 @@ async def test_try_write_sends_at_once_or_not_at_all(make_host: MakeHost) -> Non
     small = bytes(range(256)) * 300
     assert s.try_write(small)
     assert await s.readexactly(len(small)) == small
+    warm = bytes(1 << 20)  # read by the echo handler: the window grows past 256 KiB
+    _, echoed = await asyncio.gather(s.write(warm), s.readexactly(len(warm)))
+    assert echoed == warm
     big = b"x" + bytes(300_000) + b"y"  # beyond one 256 KiB frame
     assert s.try_write(big)
     assert await s.readexactly(len(big)) == big
@@ -455,3 +458,22 @@ async def test_a_write_that_outgrows_the_window_goes_out_as_it_opens(
     await s.close()
     await wait_for(lambda: len(received) == 300_002)
     assert bytes(received) == b"a" * 100_000 + b"<" + b"b" * 200_000 + b">"
+
+
+async def test_a_full_ban_map_evicts_one_entry_and_never_unbans_everybody(
+    make_host: MakeHost,
+) -> None:
+    """Bans beyond the map's capacity push out an expired ban first, else the oldest one,
+    one at a time: every other banned peer stays banned."""
+    from node.p2p.host import MAX_BANS
+
+    host = await make_host(listen=False)
+    peers = [IdentityKey.from_seed(i.to_bytes(32, "big")).peer_id for i in range(MAX_BANS + 2)]
+    host.disconnect(peers[0], "test", ban=1e-9)  # expired by the time the map is full
+    for p in peers[1:MAX_BANS]:
+        host.disconnect(p, "test", ban=3600)
+    host.disconnect(peers[MAX_BANS], "test", ban=3600)  # the expired one makes room
+    assert all(host.is_banned(p) for p in peers[1 : MAX_BANS + 1])
+    host.disconnect(peers[MAX_BANS + 1], "test", ban=3600)  # the oldest ban goes
+    assert not host.is_banned(peers[1])
+    assert all(host.is_banned(p) for p in peers[2:])

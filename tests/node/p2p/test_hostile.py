@@ -350,10 +350,204 @@ async def test_reqresp_length_prefix_near_2_32(make_host: MakeHost) -> None:
 
 
 async def test_connection_flood_is_capped_during_handshake(victim: Any) -> None:
+    """More sockets than pending-upgrade slots from one IP: the IP's share holds, the
+    excess sheds the idle ones instead of queueing them."""
     host, honest, _ = victim
     limit = host.config.max_pending_upgrades
+    share = host.config.max_pending_upgrades_per_ip
     raws = [await Raw.open(host) for _ in range(limit + 10)]
-    await wait_for(lambda: host.counters["upgrade_limit"] >= 10, timeout=5, what="the cap")
+    await wait_for(
+        lambda: host.counters["upgrade_shed"] >= limit + 10 - share, timeout=5, what="the cap"
+    )
+    assert host.pending_upgrades <= share
     await still_serving(host, honest)
     for r in raws:
         r.writer.close()
+
+
+async def _idle_socket_slot(host: Host, ip: str, opened: list[int]) -> None:
+    """One attacker slot: an idle socket that is reopened as soon as the host drops it."""
+    h, p = host.listen_addrs[0].tcp_endpoint()
+    while True:
+        try:
+            reader, writer = await asyncio.open_connection(h, p, local_addr=(ip, 0))
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        opened[0] += 1
+        try:
+            with contextlib.suppress(ConnectionError):
+                await reader.read(1)  # the host closes it: refresh the slot
+        finally:
+            writer.close()
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    "ips",
+    [["127.0.0.1"], [f"127.0.0.{k}" for k in range(2, 10)]],
+    ids=["one-ip-shared-with-honest", "eight-ips"],
+)
+async def test_honest_dialers_get_through_a_handshake_flood(
+    make_host: MakeHost, ips: list[str]
+) -> None:
+    """80 idle sockets, reopened whenever dropped, against the 64 pending-upgrade slots:
+    from the honest dialers' own IP (the per-IP cap applies) or spread over eight (the
+    global pool fills). Each of five honest hosts still connects within 2 s."""
+    host = await make_host()
+    per_ip = 80 // len(ips)
+    opened = [0]
+    slots = [ip for ip in ips for _ in range(per_ip)]
+    flood = [asyncio.create_task(_idle_socket_slot(host, ip, opened)) for ip in slots]
+    try:
+        await wait_for(lambda: opened[0] >= 80, what="the flood connected")
+        await wait_for(
+            lambda: host.counters["upgrade_limit"] + host.counters["upgrade_shed"] >= 16,
+            what="the pending-upgrade pool full",
+        )
+        for _ in range(5):
+            honest = await make_host(listen=False)
+            async with asyncio.timeout(2):
+                peer = await honest.connect(dial_addr(host))
+            assert peer == host.peer_id
+            assert await ping.ping(honest, peer)
+    finally:
+        for t in flood:
+            t.cancel()
+        await asyncio.gather(*flood, return_exceptions=True)
+
+
+def _rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+async def test_unread_streams_cost_a_bounded_memory_per_connection(make_host: MakeHost) -> None:
+    """One peer opens 16 streams to a handler that never reads and fills every window:
+    the victim process (its own, measured from /proc) grows by at most the connection's
+    budget, stays under 400 MB, and is back near its baseline once the peer has gone."""
+    import subprocess
+    import sys
+
+    from node.p2p.connection import Stream
+    from node.p2p.multiaddr import Multiaddr
+    from tests.node.p2p.conftest import window_used_up
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.node.p2p.hold_host"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        addr = Multiaddr.parse((await asyncio.to_thread(proc.stdout.readline)).strip())
+        attacker = await make_host(listen=False)
+        peer = await attacker.connect(addr)
+        conn = attacker.connections(peer)[0]
+        await conn.ping(5)
+        baseline = _rss_bytes(proc.pid)
+        streams = [await attacker.new_stream(peer, ["/hold/1"]) for _ in range(16)]
+        chunk = b"j" * (256 << 10)
+
+        async def fill(st: Stream) -> None:
+            while True:  # in socket-sized pieces: our own write buffer stays small
+                await st.write(chunk)
+
+        writers = [asyncio.create_task(fill(st)) for st in streams]
+        try:
+            await wait_for(
+                lambda: all(window_used_up(st) for st in streams), timeout=60, what="windows"
+            )
+            await conn.ping(30)  # ordered after the data: the victim has taken it all in
+            grown = _rss_bytes(proc.pid) - baseline
+            assert grown < 64 << 20, f"victim grew by {grown >> 20} MiB"
+            assert _rss_bytes(proc.pid) < 400 << 20
+        finally:
+            for w in writers:
+                w.cancel()
+            await asyncio.gather(*writers, return_exceptions=True)
+        await attacker.close()
+        await wait_for(
+            lambda: _rss_bytes(proc.pid) < baseline + (32 << 20),
+            timeout=10,
+            what="the victim back near its baseline",
+        )
+    finally:
+        proc.kill()  # by its PID; the victim keeps nothing worth a graceful stop
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+async def test_inbound_streams_and_their_buffers_are_capped_per_connection(
+    make_host: MakeHost,
+) -> None:
+    """100 inbound streams that each send 1 MiB nobody reads: those beyond the per
+    connection cap are reset, and what the accepted ones buffer stays in the connection's
+    budget (initial windows do not grow while nothing is read)."""
+    host = await make_host()
+
+    async def hold(stream: object) -> None:
+        await asyncio.Event().wait()
+
+    host.set_stream_handler("/hold/1", hold)
+    client = await make_host(listen=False)
+    peer = await client.connect(dial_addr(host))
+    opened = await asyncio.gather(
+        *(client.new_stream(peer, ["/hold/1"]) for _ in range(100)), return_exceptions=True
+    )
+    streams = [s for s in opened if not isinstance(s, BaseException)]
+    cap = host.config.yamux.max_inbound_streams
+    assert len(streams) <= cap
+    assert host.counters["stream_limit"] >= 100 - cap
+    writers = [asyncio.create_task(st.write(b"m" * (1 << 20))) for st in streams]
+    try:
+        conn = client.connections(peer)[0]
+        await conn.ping(10)
+        (victim_conn,) = host.connections(client.peer_id)
+        await wait_for(
+            lambda: all(
+                w.done() or st.conn.yamux.send_window(st.sid) == 0
+                for w, st in zip(writers, streams, strict=True)
+            ),
+            what="every window used up",
+        )
+        await conn.ping(10)
+        buffered = sum(st._buffered for st in victim_conn.streams.values())
+        assert buffered <= len(streams) * yamux.INITIAL_WINDOW
+        assert buffered <= host.config.yamux.max_buffered
+    finally:
+        for w in writers:
+            w.cancel()
+        await asyncio.gather(*writers, return_exceptions=True)
+    assert await ping.ping(client, peer)
+
+
+async def test_connections_per_peer_id_are_capped(victim: Any) -> None:
+    """20 authenticated connections with one peer ID: the host keeps at most its cap of
+    them (the newest) and closes the rest."""
+    host, honest, _ = victim
+    attacker = IdentityKey.generate()
+    raws: list[Raw] = []
+    for _ in range(20):
+        raw = await Raw.open(host)
+        await raw.negotiate("/noise")
+        await raw.handshake(NoiseSession(attacker, initiator=True, expected_peer=host.peer_id))
+        await raw.negotiate(yamux.PROTOCOL_ID, secure=True)
+        raws.append(raw)
+    cap = host.config.max_connections_per_peer
+    await wait_for(lambda: len(host.connections(attacker.peer_id)) <= cap, what="the per-peer cap")
+    for raw in raws[: 20 - cap]:
+        assert await raw.closed_by_peer()
+    assert host.counters["peer_connection_limit"] == 20 - cap
+    newest = {r.writer.get_extra_info("sockname")[1] for r in raws[20 - cap :]}
+    kept = {c.remote_addr.tcp_endpoint()[1] for c in host.connections(attacker.peer_id)}
+    assert kept == newest
+    await still_serving(host, honest, offender_gone=False)
+    for raw in raws:
+        raw.writer.close()

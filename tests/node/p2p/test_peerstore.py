@@ -48,18 +48,35 @@ def test_addresses_are_dialable_newest_first_and_capped(store: PeerStore) -> Non
     assert store.addrs(LOCAL) == []  # never ourselves
 
 
-def test_a_full_store_refuses_new_peers_and_counts(
+def test_a_full_store_evicts_the_least_recently_seen_disconnected_peer(
     store: PeerStore, counted: Counter[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(peerstore, "MAX_PEERSTORE", 2)
-    known = [new_peer(), new_peer()]
-    for p in known:
+    """A full store makes room for a new peer by forgetting the disconnected peer seen
+    longest ago (addresses and record), so a flood of identities cannot lock new peers
+    out; connected peers are never evicted, and only a store of connected peers refuses."""
+    monkeypatch.setattr(peerstore, "MAX_PEERSTORE", 3)
+    a, b, c = new_peer(), new_peer(), new_peer()
+    for p in (a, b, c):
         store.add_addrs(p, [addr(1)])
+    key = IdentityKey.generate()
+    store.connected(c)
+    store.add_addrs(a, [addr(2)])  # seen again: now the most recent
     late = new_peer()
-    store.add_addrs(late, [addr(1)])
-    assert store.addrs(late) == [] and counted["peerstore_full"] == 1
-    store.add_addrs(known[0], [addr(2)])  # known peers still learn addresses
-    assert store.addrs(known[0]) == [addr(2), addr(1)]
+    store.add_addrs(late, [addr(3)])
+    assert store.addrs(late) == [addr(3)]
+    assert store.addrs(b) == []  # the least recently seen, and not connected
+    assert store.addrs(a) == [addr(2), addr(1)] and store.addrs(c) == [addr(1)]
+    assert store.consume_record(key.peer_id, seal(key, [addr(4)], seq=1))
+    assert store.addrs(a) == [] and store.addrs(c) == [addr(1)]  # c is connected
+    assert store.record(key.peer_id) is not None
+    for p in (late, key.peer_id):
+        store.connected(p)
+    refused = new_peer()
+    store.add_addrs(refused, [addr(5)])
+    assert store.addrs(refused) == [] and counted["peerstore_full"] == 1
+    store.disconnected(late)
+    store.add_addrs(refused, [addr(5)])
+    assert store.addrs(refused) == [addr(5)] and store.addrs(late) == []
 
 
 def test_records_must_be_the_peers_own_and_newer(store: PeerStore, counted: Counter[str]) -> None:

@@ -39,11 +39,10 @@ def test_open_send_fin() -> None:
 
 
 def test_first_frame_is_a_window_update_with_syn() -> None:
+    """The SYN grants nothing beyond the spec's 256 KiB, whatever the window may grow to."""
     c, _ = pair(window=1024 * 1024)
     c.open_stream()
-    assert c.data_to_send() == frame(
-        y.TYPE_WINDOW_UPDATE, y.FLAG_SYN, 1, 1024 * 1024 - y.INITIAL_WINDOW
-    )
+    assert c.data_to_send() == frame(y.TYPE_WINDOW_UPDATE, y.FLAG_SYN, 1, 0)
 
 
 def test_send_window_limits_and_updates() -> None:
@@ -62,12 +61,48 @@ def test_send_window_limits_and_updates() -> None:
     assert c.send_window(sid) == y.INITIAL_WINDOW
 
 
-def test_grown_window_is_granted_on_syn_and_ack() -> None:
-    c, s = pair(window=4 * 1024 * 1024)
-    sid = c.open_stream()
+def _fill_and_read(c: y.YamuxSession, s: y.YamuxSession, sid: int, *, read: bool) -> int:
+    """Send all the window allows on ``sid``; the receiver reads it if ``read``."""
+    n = c.send_data(sid, b"x" * c.send_window(sid))
     pump(c, s)
-    assert c.send_window(sid) == 4 * 1024 * 1024
-    assert s.send_window(sid) == 4 * 1024 * 1024
+    if read:
+        s.consumed(sid, n)
+    pump(s, c)
+    return n
+
+
+def test_window_grows_only_while_the_application_reads() -> None:
+    """A stream starts at 256 KiB both ways; each time the reader has read half its window
+    the window doubles, up to ``window``. An unread stream stays at 256 KiB."""
+    c, s = pair(window=4 * 1024 * 1024)
+    sid, idle = c.open_stream(), c.open_stream()
+    pump(c, s)
+    assert c.send_window(sid) == s.send_window(sid) == y.INITIAL_WINDOW
+    sent = [_fill_and_read(c, s, sid, read=True) for _ in range(6)]
+    assert sent == [256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20, 4 << 20]
+    assert _fill_and_read(c, s, idle, read=False) == y.INITIAL_WINDOW
+    assert c.send_window(idle) == 0
+
+
+def test_windows_grow_within_the_connection_budget() -> None:
+    """The sum of a connection's windows stays within ``max_buffered``: once it is
+    reached a read stream is refilled but grows no more."""
+    c, s = pair(window=4 * 1024 * 1024, max_buffered=1024 * 1024)
+    a, b = c.open_stream(), c.open_stream()
+    pump(c, s)
+    for _ in range(4):
+        _fill_and_read(c, s, a, read=True)
+        _fill_and_read(c, s, b, read=True)
+    assert c.send_window(a) + c.send_window(b) == 1024 * 1024
+
+
+def test_inbound_streams_beyond_the_cap_are_reset() -> None:
+    c, s = pair(max_inbound_streams=2)
+    for _ in range(3):
+        c.open_stream()
+    _, ev = pump(c, s)
+    assert ev == [y.StreamOpened(1), y.StreamOpened(3), y.StreamRefused(5)]
+    assert s.open_stream() == 2  # our own streams do not count against it
 
 
 def test_peer_exceeding_our_window_is_a_protocol_error() -> None:

@@ -656,3 +656,28 @@ def test_idontwant_cuts_duplicates_in_a_flood_published_mesh() -> None:
 
     with_v12, with_v11 = duplicates(MESHSUB_V12), duplicates(MESHSUB_V11)
     assert with_v12 < with_v11 / 2, (with_v12, with_v11)
+
+
+def test_one_peer_cannot_fill_the_validation_queue() -> None:
+    """A peer that sends as many messages as the whole pending-validation queue holds gets
+    only its share of it: another peer's message is still taken for validation, and the
+    flooder's excess is dropped, counted and not marked seen."""
+    r, peers = with_subscribed_peers(2)
+    r.subscribe(T, 0.0)
+    r.set_validated(T, True)
+    key = IdentityKey.from_seed(b"\x0f" * 32)
+    total = r.params.max_pending_validations
+    flood = [signed(key, i.to_bytes(4, "big"), seq=i + 1) for i in range(total)]
+    r.handle_rpc(peers[0], RPC(publish=flood), 1.0)
+    share = r.params.max_pending_validations_per_peer
+    assert len([e for e in r.take_events() if isinstance(e, Validate)]) == share
+    assert r.counters["drop_validation_peer_share"] == total - share
+    assert content_message_id(flood[-1]) not in r.seen
+    honest = signed(IdentityKey.from_seed(b"\x10" * 32), b"honest", seq=1)
+    r.handle_rpc(peers[1], RPC(publish=[honest]), 1.0)
+    assert [e.msg.data for e in r.take_events() if isinstance(e, Validate)] == [b"honest"]
+    # Verdicts free the share again.
+    first = content_message_id(flood[0])
+    r.validation_result(first, Verdict.IGNORE, 1.5)
+    r.handle_rpc(peers[0], RPC(publish=[flood[-1]]), 2.0)
+    assert [e.msg.data for e in r.take_events() if isinstance(e, Validate)] == [flood[-1].data]
