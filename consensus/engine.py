@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from consensus.block import Block
+from consensus.block import Block, sha256_id
 from consensus.privval import Signer
 from consensus.types import Commit, Validator, ValidatorSet
 from node.core.codec import Record
@@ -35,6 +35,7 @@ from node.core.crypto import verify
 
 __all__ = [
     "BlockCommitted",
+    "BlockId",
     "Broadcast",
     "Checkpoint",
     "CommitBlock",
@@ -46,6 +47,7 @@ __all__ = [
     "MessageReceived",
     "ProposalReady",
     "ProposalVerdict",
+    "RecoveryError",
     "RequestProposal",
     "RequestVerification",
     "ScheduleTimeout",
@@ -206,6 +208,16 @@ Effect = (
 
 
 Verifier = Callable[[bytes, bytes, bytes], bool]
+# The application's id of block bytes (the hash votes refer to), or None for bytes that
+# are no block. Engines check it before they act on a proposal's bytes, so bytes that are
+# not the block a proposer signed are dropped as junk instead of counting as its block.
+BlockId = Callable[[bytes], bytes | None]
+
+
+class RecoveryError(ValueError):
+    """Recovery bytes an engine will not resume from: they do not decode, or they are for
+    another height or validator set than the application's own state (``EngineConfig``)
+    says. Recovery bytes may be a peer's checkpoint, so the caller asks another peer."""
 
 
 @dataclass(frozen=True)
@@ -215,15 +227,25 @@ class EngineConfig:
 
     chain_id: str
     signer: Signer
-    # The validator set of ``initial_height`` (the genesis set when starting fresh).
+    # The validator set of ``initial_height`` (the genesis set when starting fresh), as
+    # the application's own state has it: an engine never takes a validator set from
+    # recovery bytes, which may come from a peer (see RecoveryError).
     validators: ValidatorSet
     initial_height: int = 1
-    # The latest Checkpoint.data the engine emitted, when restarting.
+    # The latest Checkpoint.data the engine emitted (ours, or a peer's after block sync),
+    # to resume at ``initial_height``.
     recovery: bytes | None = None
     options: Mapping[str, object] = field(default_factory=dict)
     # (public_key, signature, message) -> bool. Injected so a simulator running many
     # nodes in one process can share a memo; defaults to node.core.crypto.verify.
     verifier: Verifier = verify
+    # The set of ``initial_height + 1`` when the application already knows it differs
+    # from ``validators`` (changes take effect two heights after the block deciding them);
+    # None: the same set.
+    next_validators: ValidatorSet | None = None
+    # How the application identifies block bytes; the simulator's (and the tests')
+    # blocks are identified by their SHA-256, the node's by their header hash.
+    block_id: BlockId = sha256_id
 
 
 class Engine(ABC):
