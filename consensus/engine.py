@@ -44,6 +44,7 @@ __all__ = [
     "EngineConfig",
     "Event",
     "EvidenceFound",
+    "MemoVerifier",
     "MessageReceived",
     "ProposalReady",
     "ProposalVerdict",
@@ -208,6 +209,29 @@ Effect = (
 
 
 Verifier = Callable[[bytes, bytes, bytes], bool]
+
+
+class MemoVerifier:
+    """A ``Verifier`` that remembers its last answers: a node checks a consensus message
+    where gossip validates it and again in the engine, and re-sent votes arrive many
+    times; the signature is verified once. Bounded: it forgets everything when full."""
+
+    MAX_ENTRIES = 65536
+
+    def __init__(self, verifier: Verifier = verify) -> None:
+        self._verify = verifier
+        self._memo: dict[tuple[bytes, bytes, bytes], bool] = {}
+
+    def __call__(self, public_key: bytes, signature: bytes, message: bytes) -> bool:
+        key = (public_key, signature, message)
+        ok = self._memo.get(key)
+        if ok is None:
+            if len(self._memo) >= self.MAX_ENTRIES:
+                self._memo.clear()
+            ok = self._memo[key] = self._verify(public_key, signature, message)
+        return ok
+
+
 # The application's id of block bytes (the hash votes refer to), or None for bytes that
 # are no block. Engines check it before they act on a proposal's bytes, so bytes that are
 # not the block a proposer signed are dropped as junk instead of counting as its block.
