@@ -26,6 +26,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 
 from consensus.block import Block, sha256_id
 from consensus.privval import Signer
@@ -52,6 +53,8 @@ __all__ = [
     "RequestProposal",
     "RequestVerification",
     "ScheduleTimeout",
+    "Screen",
+    "ScreenContext",
     "SendTo",
     "Start",
     "TimeoutFired",
@@ -236,6 +239,32 @@ class MemoVerifier:
 # are no block. Engines check it before they act on a proposal's bytes, so bytes that are
 # not the block a proposer signed are dropped as junk instead of counting as its block.
 BlockId = Callable[[bytes], bytes | None]
+
+
+class Screen(Enum):
+    """An engine's verdict on a message before the network forwards it (gossip
+    validation): ACCEPT forwards and delivers it; REJECT drops it as something only a
+    faulty or hostile sender produces (junk, a non-validator's or forged signature, bytes
+    that are not the signed block), and the sender is scored down; IGNORE drops it
+    without blame (it may be honest but cannot be checked yet)."""
+
+    ACCEPT = "accept"
+    IGNORE = "ignore"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True)
+class ScreenContext:
+    """What an engine's message screen may ask the node (``EngineSpec.screen``)."""
+
+    chain_id: str
+    # The validator set the application has for a height, None where it does not know
+    # it (further ahead than the set changes already decided, or long past).
+    validators_at: Callable[[int], ValidatorSet | None]
+    # The newest set it knows: the best guess for heights beyond validators_at.
+    latest_validators: Callable[[], ValidatorSet]
+    verifier: Verifier = verify
+    block_id: BlockId = sha256_id
 
 
 class RecoveryError(ValueError):

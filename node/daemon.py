@@ -151,6 +151,7 @@ class Daemon:
                 blobs=self.blobs,
                 consensus=self.consensus,
                 metrics=self.metrics,
+                verifier=self.verifier,
             )
             self.blobsync = BlobSync(self.host, self.blobs)
             self.blocksync = BlockSync(
