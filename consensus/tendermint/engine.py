@@ -475,7 +475,7 @@ class TendermintEngine(Engine):
             hs.gossip_ticks += 1
             if not hs.idle() or hs.gossip_ticks % IDLE_STATUS_EVERY == 0:
                 self._gossip(out)
-            self.catchup.forget_replies()
+            self.catchup.tick()
             out.append(ScheduleTimeout(GOSSIP, self._height, hs.round, self.timeouts.gossip))
             return
         if ev.height != self._height:
@@ -691,7 +691,6 @@ class TendermintEngine(Engine):
         self._next_vals = None
         self._height += 1
         self.hs = HeightState()
-        self.catchup.forget_replies()
         out.append(Checkpoint(self._height - 1, self.checkpoint().encode()))
         if self.timeouts.commit > 0:
             out.append(ScheduleTimeout(COMMIT, self._height, 0, self.timeouts.commit))
