@@ -72,6 +72,7 @@ from consensus.tendermint.messages import (
     ProposalMsg,
     StatusMsg,
     VoteMsg,
+    signed_part,
 )
 from consensus.tendermint.proposer import ProposerSchedule
 from consensus.tendermint.valset import (
@@ -583,12 +584,7 @@ class TendermintEngine(Engine):
                 return
             signer = b"decision" + height.to_bytes(8, "big")
         else:
-            if isinstance(msg, VoteMsg):
-                v = msg.vote
-                signer, sig, signed = v.validator, v.signature, v.sign_bytes()
-            else:
-                p = msg.proposal
-                signer, sig, signed = p.proposer, p.signature, p.sign_bytes()
+            _, _, signer, sig, signed = signed_part(msg)
             member = vals.members.get(signer)
             if member is None or not self.verifier(member.public_key, sig, signed):
                 return

@@ -14,7 +14,13 @@ only ever sent to one peer directly, never gossiped.
 from __future__ import annotations
 
 from consensus.engine import Screen, ScreenContext
-from consensus.tendermint.messages import DecisionMsg, Envelope, ProposalMsg, StatusMsg
+from consensus.tendermint.messages import (
+    DecisionMsg,
+    Envelope,
+    ProposalMsg,
+    StatusMsg,
+    signed_part,
+)
 from node.core.codec import CodecError
 
 __all__ = ["screen"]
@@ -29,24 +35,7 @@ def screen(data: bytes, ctx: ScreenContext) -> Screen:
         return Screen.ACCEPT
     if isinstance(msg, DecisionMsg):
         return Screen.REJECT
-    if isinstance(msg, ProposalMsg):
-        p = msg.proposal
-        chain, height, signer, sig, signed = (
-            p.chain_id,
-            p.height,
-            p.proposer,
-            p.signature,
-            p.sign_bytes(),
-        )
-    else:
-        v = msg.vote
-        chain, height, signer, sig, signed = (
-            v.chain_id,
-            v.height,
-            v.validator,
-            v.signature,
-            v.sign_bytes(),
-        )
+    chain, height, signer, sig, signed = signed_part(msg)
     if chain != ctx.chain_id:
         return Screen.REJECT
     vset = ctx.validators_at(height)
