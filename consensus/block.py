@@ -9,16 +9,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Block"]
+from node.core.codec import sha256
+
+__all__ = ["Block", "sha256_id"]
 
 
 @dataclass(frozen=True)
 class Block:
     """An application block as the engine sees it: an identifier and opaque bytes.
 
-    The engine never parses ``data``: the application owns the block format, and checking
-    that the bytes really hash to ``hash`` is part of its ``process_proposal``.
+    The engine never parses ``data``: the application owns the block format. The engine
+    asks the application's ``block_id`` whether proposed bytes are the block of ``hash``
+    before it acts on them (``EngineConfig.block_id``); ``process_proposal`` checks it too.
     """
 
     hash: bytes
     data: bytes
+
+
+def sha256_id(data: bytes) -> bytes:
+    """The id of applications whose block id is the SHA-256 of its bytes (the simulator's
+    application, and test blocks); the default ``EngineConfig.block_id``."""
+    return sha256(data)

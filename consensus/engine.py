@@ -26,8 +26,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 
-from consensus.block import Block
+from consensus.block import Block, sha256_id
 from consensus.privval import Signer
 from consensus.types import Commit, Validator, ValidatorSet
 from node.core.codec import Record
@@ -35,6 +36,7 @@ from node.core.crypto import verify
 
 __all__ = [
     "BlockCommitted",
+    "BlockId",
     "Broadcast",
     "Checkpoint",
     "CommitBlock",
@@ -43,12 +45,16 @@ __all__ = [
     "EngineConfig",
     "Event",
     "EvidenceFound",
+    "MemoVerifier",
     "MessageReceived",
     "ProposalReady",
     "ProposalVerdict",
+    "RecoveryError",
     "RequestProposal",
     "RequestVerification",
     "ScheduleTimeout",
+    "Screen",
+    "ScreenContext",
     "SendTo",
     "Start",
     "TimeoutFired",
@@ -208,6 +214,65 @@ Effect = (
 Verifier = Callable[[bytes, bytes, bytes], bool]
 
 
+class MemoVerifier:
+    """A ``Verifier`` that remembers its last answers: a node checks a consensus message
+    where gossip validates it and again in the engine, and re-sent votes arrive many
+    times; the signature is verified once. Bounded: it forgets everything when full."""
+
+    MAX_ENTRIES = 65536
+
+    def __init__(self, verifier: Verifier = verify) -> None:
+        self._verify = verifier
+        self._memo: dict[tuple[bytes, bytes, bytes], bool] = {}
+
+    def __call__(self, public_key: bytes, signature: bytes, message: bytes) -> bool:
+        key = (public_key, signature, message)
+        ok = self._memo.get(key)
+        if ok is None:
+            if len(self._memo) >= self.MAX_ENTRIES:
+                self._memo.clear()
+            ok = self._memo[key] = self._verify(public_key, signature, message)
+        return ok
+
+
+# The application's id of block bytes (the hash votes refer to), or None for bytes that
+# are no block. Engines check it before they act on a proposal's bytes, so bytes that are
+# not the block a proposer signed are dropped as junk instead of counting as its block.
+BlockId = Callable[[bytes], bytes | None]
+
+
+class Screen(Enum):
+    """An engine's verdict on a message before the network forwards it (gossip
+    validation): ACCEPT forwards and delivers it; REJECT drops it as something only a
+    faulty or hostile sender produces (junk, a non-validator's or forged signature, bytes
+    that are not the signed block), and the sender is scored down; IGNORE drops it
+    without blame (it may be honest but cannot be checked yet)."""
+
+    ACCEPT = "accept"
+    IGNORE = "ignore"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True)
+class ScreenContext:
+    """What an engine's message screen may ask the node (``EngineSpec.screen``)."""
+
+    chain_id: str
+    # The validator set the application has for a height, None where it does not know
+    # it (further ahead than the set changes already decided, or long past).
+    validators_at: Callable[[int], ValidatorSet | None]
+    # The newest set it knows: the best guess for heights beyond validators_at.
+    latest_validators: Callable[[], ValidatorSet]
+    verifier: Verifier = verify
+    block_id: BlockId = sha256_id
+
+
+class RecoveryError(ValueError):
+    """Recovery bytes an engine will not resume from: they do not decode, or they are for
+    another height or validator set than the application's own state (``EngineConfig``)
+    says. Recovery bytes may be a peer's checkpoint, so the caller asks another peer."""
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Everything an engine is built from; ``options`` holds its settings from genesis
@@ -215,15 +280,25 @@ class EngineConfig:
 
     chain_id: str
     signer: Signer
-    # The validator set of ``initial_height`` (the genesis set when starting fresh).
+    # The validator set of ``initial_height`` (the genesis set when starting fresh), as
+    # the application's own state has it: an engine never takes a validator set from
+    # recovery bytes, which may come from a peer (see RecoveryError).
     validators: ValidatorSet
     initial_height: int = 1
-    # The latest Checkpoint.data the engine emitted, when restarting.
+    # The latest Checkpoint.data the engine emitted (ours, or a peer's after block sync),
+    # to resume at ``initial_height``.
     recovery: bytes | None = None
     options: Mapping[str, object] = field(default_factory=dict)
     # (public_key, signature, message) -> bool. Injected so a simulator running many
     # nodes in one process can share a memo; defaults to node.core.crypto.verify.
     verifier: Verifier = verify
+    # The set of ``initial_height + 1`` when the application already knows it differs
+    # from ``validators`` (changes take effect two heights after the block deciding them);
+    # None: the same set.
+    next_validators: ValidatorSet | None = None
+    # How the application identifies block bytes; the simulator's (and the tests')
+    # blocks are identified by their SHA-256, the node's by their header hash.
+    block_id: BlockId = sha256_id
 
 
 class Engine(ABC):

@@ -13,11 +13,18 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from consensus.block import Block
-from consensus.engine import Engine, EngineConfig
+from consensus.engine import Engine, EngineConfig, Screen, ScreenContext
 from consensus.options import OptionSchema
 from node.core.crypto import PrivateKey
 
-__all__ = ["BasicSimAdapter", "BlockMaker", "EngineSpec", "SimAdapter"]
+__all__ = [
+    "BasicSimAdapter",
+    "BlockMaker",
+    "EngineSpec",
+    "MessageScreen",
+    "SimAdapter",
+    "accept_all",
+]
 
 # (height, round, proposer address) -> a block the (simulated) application builds.
 BlockMaker = Callable[[int, int, bytes], Block]
@@ -65,6 +72,15 @@ class BasicSimAdapter:
         return None
 
 
+MessageScreen = Callable[[bytes, ScreenContext], Screen]
+
+
+def accept_all(data: bytes, ctx: ScreenContext) -> Screen:
+    """The screen of an engine that sends no network messages (or checks them only
+    itself): everything within the transport's size bound is forwarded."""
+    return Screen.ACCEPT
+
+
 @dataclass(frozen=True)
 class EngineSpec:
     # The name genesis uses (``consensus_engine``); lower case, as genesis names are.
@@ -74,3 +90,7 @@ class EngineSpec:
     build: Callable[[EngineConfig], Engine]
     options: OptionSchema
     sim: SimAdapter
+    # Checks a message from the network before it is forwarded (the node's gossip
+    # validator): decode, signer and signature, so junk is not relayed and its sender is
+    # scored down. Pure: it may consult only the context, never an engine's state.
+    screen: MessageScreen = accept_all

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from consensus.engine import Engine
+from consensus.engine import Engine, MemoVerifier
 from fl.train import TrainConfig, TrainingStopped
 from node.app.application import NodeApp
 from node.app.mempool import Mempool
@@ -147,6 +147,9 @@ class Daemon:
                     ),
                 ),
             )
+            # One memo for consensus signatures: gossip validation and the engine check
+            # the same messages.
+            self.verifier = MemoVerifier()
             self.topics = Topics(genesis.chain_id)
             self.gossipsub = GossipSub(self.host, msg_id_fn=self.topics.message_id)
             self.consensus = ConsensusHandle(catching_up=not opts.dev)
@@ -158,6 +161,7 @@ class Daemon:
                 blobs=self.blobs,
                 consensus=self.consensus,
                 metrics=self.metrics,
+                verifier=self.verifier,
             )
             self.blobsync = BlobSync(self.host, self.blobs)
             self.blocksync = BlockSync(
@@ -212,7 +216,13 @@ class Daemon:
                 blocksync=self.blocksync,
                 blobsync=self.blobsync,
                 engines=EngineFactory(
-                    genesis, self.ledger, self.commits, self.vkey, data / "privval.json"
+                    genesis,
+                    self.ledger,
+                    self.commits,
+                    self.vkey,
+                    data / "privval.json",
+                    block_id=self.app.block_id,
+                    verifier=self.verifier,
                 ),
                 drive=drive,
                 on_resumed=self.rounds.resumed,

@@ -207,7 +207,8 @@ class Simulator:
         self.up = [True] * n
         self.incarnation = [0] * n
         self.stores = [MemoryStateStore() for _ in range(n)]
-        self.disk: list[bytes | None] = [None] * n
+        # Each node's last checkpoint: the height it was emitted for and its bytes.
+        self.disk: list[tuple[int, bytes] | None] = [None] * n
         self.commits: dict[int, dict[int, bytes]] = {i: {} for i in range(n)}
         self.commit_times: dict[int, dict[int, float]] = {i: {} for i in range(n)}
         self.round_at_gst = 0
@@ -269,17 +270,37 @@ class Simulator:
             if byz
             else GuardedSigner(self.keys[ep.node], self.stores[ep.node])
         )
+        saved = None if byz else self.disk[ep.node]
+        height = 1 if saved is None else saved[0] + 1
+        # Like the node, the engine gets its validator sets from the application's state
+        # (here: genesis plus the scenario's power changes), never from recovery bytes.
         ep.engine = create_engine(
             self.sc.engine,
             EngineConfig(
                 self.sc.chain_id,
                 signer,
-                self.genesis,
-                recovery=None if byz else self.disk[ep.node],
+                self.validators_at(height),
+                initial_height=height,
+                recovery=None if saved is None else saved[1],
                 options=self.options,
                 verifier=self._verify,
+                next_validators=self.validators_at(height + 1),
             ),
         )
+
+    def validators_at(self, height: int) -> ValidatorSet:
+        """The set in effect at ``height``: genesis with the power changes finalized at
+        heights up to ``height - 2`` applied (changes take effect two heights later)."""
+        merged = {v.address: v for v in self.genesis.validators}
+        for h in sorted(self.changes):
+            if h + 2 > height:
+                break
+            for u in self.changes[h]:
+                if u.power == 0:
+                    merged.pop(u.address, None)
+                else:
+                    merged[u.address] = u
+        return ValidatorSet.of(list(merged.values()))
 
     # ------------------------------------------------------------------ event queue
 
@@ -336,7 +357,7 @@ class Simulator:
             )
         elif isinstance(eff, Checkpoint):
             if ep.node not in self.sc.byzantine:
-                self.disk[ep.node] = eff.data
+                self.disk[ep.node] = (eff.height, eff.data)
         elif isinstance(eff, EvidenceFound):
             if ep.node not in self.sc.byzantine:
                 self.evidence.append(eff.evidence)

@@ -51,6 +51,7 @@ from consensus.engine import (
     Peer,
     ProposalReady,
     ProposalVerdict,
+    RecoveryError,
     RequestProposal,
     RequestVerification,
     ScheduleTimeout,
@@ -62,7 +63,8 @@ from consensus.engine import (
 from consensus.options import OptionSchema, Seconds
 from consensus.privval import Signer
 from consensus.tendermint.catchup import CATCHUP_BATCH, KEEP_DECISIONS, Catchup
-from consensus.tendermint.height import HeightState, Step
+from consensus.tendermint.future import FutureBuffer
+from consensus.tendermint.height import HeightState, Step, VoteSet
 from consensus.tendermint.messages import (
     DecisionMsg,
     Envelope,
@@ -70,14 +72,22 @@ from consensus.tendermint.messages import (
     ProposalMsg,
     StatusMsg,
     VoteMsg,
+    signed_part,
 )
 from consensus.tendermint.proposer import ProposerSchedule
-from consensus.tendermint.valset import HeightVals, TendermintCheckpoint, next_schedule
+from consensus.tendermint.valset import (
+    HeightVals,
+    ScheduleRecord,
+    TendermintCheckpoint,
+    next_schedule,
+)
 from consensus.types import (
     Commit,
     CommitSig,
     DuplicateProposalEvidence,
     DuplicateVoteEvidence,
+    Validator,
+    ValidatorSet,
     Vote,
     VoteType,
 )
@@ -88,8 +98,6 @@ __all__ = ["KEEP_DECISIONS", "OPTIONS", "Step", "TendermintEngine", "Timeouts"]
 # Votes and proposals further ahead than this many rounds are dropped: it bounds the
 # memory a validator can make us spend by signing votes for absurd rounds.
 MAX_ROUND_AHEAD = 64
-# Messages for the next heights (up to CATCHUP_BATCH ahead) kept until we get there.
-MAX_FUTURE_MESSAGES = 4096
 # While a height waits for transactions the node has nothing of the round to re-send, and
 # its status only changes when the wait ends; it re-announces that status on every
 # IDLE_STATUS_EVERY-th gossip tick instead of every tick. Heights of an FL chain spend
@@ -148,28 +156,27 @@ class TendermintEngine(Engine):
         self.signer: Signer = config.signer
         self.verifier: Verifier = config.verifier
         self.timeouts = Timeouts.from_options(config.options)
+        self.block_id = config.block_id
         self.me = self.signer.address
         self.catchup = Catchup(self.chain_id, self.verifier)
+        vset = config.validators
+        nset = config.validators if config.next_validators is None else config.next_validators
+        self._height = config.initial_height
+        self.last_commit: Commit | None = None
         if config.recovery is not None:
-            cp = TendermintCheckpoint.decode(config.recovery)
-            self._height = cp.height
-            self.vals = HeightVals(cp.current.validators, cp.current.schedule())
-            self._next = (cp.next.validators, cp.next.schedule())
-            self.last_commit: Commit | None = cp.last_commit
+            cp = _recovery(config.recovery, config.initial_height, vset, nset)
+            self.vals = HeightVals(vset, _schedule(cp.current))
+            self._next = (nset, _schedule(cp.next))
+            self.last_commit = cp.last_commit
             if cp.last_commit is not None:
                 last = cp.last_commit
                 self.catchup.remember(last.height, Block(last.block_hash, cp.last_block), last)
         else:
-            sched = ProposerSchedule.new(
-                [(v.address, v.power) for v in config.validators.validators]
-            )
-            self._height = config.initial_height
-            self.vals = HeightVals(config.validators, sched)
-            nsched = sched.copy()
-            nsched.increment(1)
-            self._next = (config.validators, nsched)
-            self.last_commit = None
-        self.future: list[tuple[Peer, bytes, int]] = []
+            sched = ProposerSchedule.new([(v.address, v.power) for v in vset.validators])
+            self.vals = HeightVals(vset, sched)
+            self._next = next_schedule(vset, sched, _changes(vset, nset))
+        self._next_vals: HeightVals | None = None
+        self.future = FutureBuffer()
         self.started = False
         # This height's state (see consensus.tendermint.height), replaced whole at the next.
         self.hs = HeightState()
@@ -254,6 +261,8 @@ class TendermintEngine(Engine):
     def _vote(
         self, type: VoteType, block_hash: bytes, out: list[Effect], lock_payload: bytes = b""
     ) -> None:
+        if self.me not in self.vals.members:
+            return  # a node that is no validator here follows the height without voting
         hs = self.hs
         vote = self.signer.sign_vote(
             self.chain_id, self._height, hs.round, type, block_hash, lock_payload
@@ -467,7 +476,7 @@ class TendermintEngine(Engine):
             hs.gossip_ticks += 1
             if not hs.idle() or hs.gossip_ticks % IDLE_STATUS_EVERY == 0:
                 self._gossip(out)
-            self.catchup.forget_replies()
+            self.catchup.tick()
             out.append(ScheduleTimeout(GOSSIP, self._height, hs.round, self.timeouts.gossip))
             return
         if ev.height != self._height:
@@ -515,7 +524,10 @@ class TendermintEngine(Engine):
 
     # ------------------------------------------------------------------ messages
 
-    def _on_message(self, peer: Peer, data: bytes, out: list[Effect]) -> None:
+    def _on_message(
+        self, peer: Peer, data: bytes, out: list[Effect], checked: ValidatorSet | None = None
+    ) -> None:
+        """``checked``: the set a buffered message was already verified against."""
         try:
             if len(data) <= DECODE_CACHE_MAX_BYTES:
                 msg = _decode(data)
@@ -540,15 +552,43 @@ class TendermintEngine(Engine):
             self.catchup.help_peer(peer, height, self._height, out)
             return
         if height > self._height:
-            if len(self.future) < MAX_FUTURE_MESSAGES and height <= self._height + CATCHUP_BATCH:
-                self.future.append((peer, data, height))
+            if height <= self._height + CATCHUP_BATCH:
+                self._keep_for_later(peer, data, height, msg)
             return
+        verified = checked is not None and checked == self.vals.vset
         if isinstance(msg, VoteMsg):
-            self._add_vote(msg.vote, out)
+            self._add_vote(msg.vote, out, verified=verified)
         elif isinstance(msg, ProposalMsg):
-            self._on_proposal(msg, out)
+            self._on_proposal(msg, out, verified=verified)
         else:
-            self._on_decision(msg, out)
+            self._on_decision(msg, out, verified=verified)
+
+    def _expected_vals(self) -> HeightVals:
+        """The validators expected beyond our height: the next height's, which the
+        application already fixed (changes take effect two heights after the block)."""
+        if self._next_vals is None:
+            self._next_vals = HeightVals(*self._next)
+        return self._next_vals
+
+    def _keep_for_later(
+        self, peer: Peer, data: bytes, height: int, msg: ProposalMsg | VoteMsg | DecisionMsg
+    ) -> None:
+        """Buffer a message for a future height once it is checked against the validators
+        expected there (see ``consensus.tendermint.future``); anything else is dropped."""
+        vals = self._expected_vals()
+        if isinstance(msg, DecisionMsg):
+            c = msg.commit
+            if self.block_id(msg.block) != c.block_hash:
+                return
+            if not self.catchup.certified(c, vals, VoteSet()):
+                return
+            signer = b"decision" + height.to_bytes(8, "big")
+        else:
+            _, _, signer, sig, signed = signed_part(msg)
+            member = vals.members.get(signer)
+            if member is None or not self.verifier(member.public_key, sig, signed):
+                return
+        self.future.add(peer, data, height, signer, vals.vset)
 
     def _add_vote(self, vote: Vote, out: list[Effect], verified: bool = False) -> None:
         if vote.chain_id != self.chain_id or vote.height != self._height:
@@ -588,7 +628,7 @@ class TendermintEngine(Engine):
         ):
             hs.decidable.append((vote.round, vote.block_hash))
 
-    def _on_proposal(self, msg: ProposalMsg, out: list[Effect]) -> None:
+    def _on_proposal(self, msg: ProposalMsg, out: list[Effect], verified: bool = False) -> None:
         hs = self.hs
         p = msg.proposal
         if not self._round_ok(p.round) or p.pol_round > p.round:
@@ -599,7 +639,7 @@ class TendermintEngine(Engine):
         prev = hs.proposals.get(p.round)
         if prev is not None and prev[0] == p:
             return
-        if not self.verifier(member.public_key, p.signature, p.sign_bytes()):
+        if not verified and not self.verifier(member.public_key, p.signature, p.sign_bytes()):
             return
         if prev is not None:
             key = (p.proposer, p.round, 0)
@@ -607,18 +647,28 @@ class TendermintEngine(Engine):
                 hs.reported.add(key)
                 out.append(EvidenceFound(DuplicateProposalEvidence.of(prev[0], p)))
             return
+        if self.block_id(msg.block) != p.block_hash:
+            # Not the block the proposer signed (a relay paired its signature with other
+            # bytes): junk, and the proposal is not taken as seen, so the genuine copy
+            # still counts when it arrives.
+            return
         block = Block(p.block_hash, msg.block)
         hs.proposals[p.round] = (p, block)
         hs.note_sender(p.round, p.proposer, member.power)
         self._add_candidate(p.round, block, out)
 
-    def _on_decision(self, msg: DecisionMsg, out: list[Effect]) -> None:
-        """A peer's decision of our height: verify the certificate before taking the
-        block as a candidate; its precommits then decide it through L49."""
+    def _on_decision(self, msg: DecisionMsg, out: list[Effect], verified: bool = False) -> None:
+        """A peer's decision of our height: verify the certificate (and that the bytes
+        are the certified block) before taking the block as a candidate; its precommits
+        then decide it through L49."""
         c = msg.commit
         if not self._round_ok(c.round):
             return
-        if not self.catchup.certified(c, self.vals, self.hs.precommits_of(c.round)):
+        if not verified and not self.catchup.certified(
+            c, self.vals, self.hs.precommits_of(c.round)
+        ):
+            return
+        if self.block_id(msg.block) != c.block_hash:
             return
         self._add_candidate(c.round, Block(c.block_hash, msg.block), out)
         for sig in c.signatures:
@@ -634,18 +684,17 @@ class TendermintEngine(Engine):
         nset, nsched = next_schedule(cur_set, cur_sched, ev.validator_updates)
         self.vals = HeightVals(cur_set, cur_sched)
         self._next = (nset, nsched)
+        self._next_vals = None
         self._height += 1
         self.hs = HeightState()
-        self.catchup.forget_replies()
         out.append(Checkpoint(self._height - 1, self.checkpoint().encode()))
         if self.timeouts.commit > 0:
             out.append(ScheduleTimeout(COMMIT, self._height, 0, self.timeouts.commit))
         else:
             self._enter_height(out)
-        pending, self.future = self.future, []
-        for peer, data, height in pending:
+        for peer, data, height, checked in self.future.take():
             if height >= self._height:
-                self._on_message(peer, data, out)
+                self._on_message(peer, data, out, checked)
 
     def checkpoint(self) -> TendermintCheckpoint:
         nset, nsched = self._next
@@ -657,3 +706,39 @@ class TendermintEngine(Engine):
             self.last_commit,
             last[0].data if last is not None else b"",
         )
+
+
+def _recovery(
+    data: bytes, height: int, vset: ValidatorSet, nset: ValidatorSet
+) -> TendermintCheckpoint:
+    """The checkpoint in ``data`` if it resumes exactly where the application is: at
+    ``height``, with the sets the application's state has for that height and the next.
+    The checkpoint may be a peer's: its sets are only ever compared, never adopted."""
+    try:
+        cp = TendermintCheckpoint.decode(data)
+    except CodecError as e:
+        raise RecoveryError(f"checkpoint does not decode: {e}") from e
+    if cp.height != height:
+        raise RecoveryError(f"checkpoint resumes at height {cp.height}, not {height}")
+    if cp.current.validators != vset:
+        raise RecoveryError(f"checkpoint's validator set for height {height} is not ours")
+    if cp.next.validators != nset:
+        raise RecoveryError(f"checkpoint's validator set for height {height + 1} is not ours")
+    if cp.last_commit is not None and cp.last_commit.height != height - 1:
+        raise RecoveryError(f"checkpoint's last commit is not for height {height - 1}")
+    return cp
+
+
+def _schedule(rec: ScheduleRecord) -> ProposerSchedule:
+    try:
+        return rec.schedule()
+    except ValueError as e:
+        raise RecoveryError(f"checkpoint's proposer schedule: {e}") from e
+
+
+def _changes(old: ValidatorSet, new: ValidatorSet) -> tuple[Validator, ...]:
+    """The validator updates that turn ``old`` into ``new`` (power 0 removes)."""
+    before, after = old.by_address(), new.by_address()
+    ups = [v for a, v in after.items() if before.get(a) != v]
+    ups += [Validator(v.public_key, 0) for a, v in before.items() if a not in after]
+    return tuple(sorted(ups, key=lambda v: v.address))

@@ -8,7 +8,7 @@ certificate's precommits are verified one by one like any other vote.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from consensus.types import MAX_VALIDATORS, Commit, Proposal, Vote
 from node.core.codec import U32, U64, Bytes, Record, Seq
@@ -19,8 +19,10 @@ __all__ = [
     "Envelope",
     "LockRecord",
     "ProposalMsg",
+    "Signed",
     "StatusMsg",
     "VoteMsg",
+    "signed_part",
 ]
 
 MAX_BLOCK_BYTES = 8 << 20
@@ -65,3 +67,21 @@ class LockRecord(Record):
 
     block: BlockBytes
     pol: Annotated[tuple[Vote, ...], Seq(MAX_VALIDATORS)]
+
+
+class Signed(NamedTuple):
+    """The signed part of a proposal or vote: what a signature check needs."""
+
+    chain_id: str
+    height: int
+    signer: bytes
+    signature: bytes
+    sign_bytes: bytes
+
+
+def signed_part(msg: ProposalMsg | VoteMsg) -> Signed:
+    if isinstance(msg, ProposalMsg):
+        p = msg.proposal
+        return Signed(p.chain_id, p.height, p.proposer, p.signature, p.sign_bytes())
+    v = msg.vote
+    return Signed(v.chain_id, v.height, v.validator, v.signature, v.sign_bytes())

@@ -8,7 +8,11 @@ bytes and their hash; everything about blocks, transactions and models is decide
   ``round_timeout_blocks`` have passed), includes those updates, aggregates them with the
   genesis rule (inputs sorted by tx hash, bit-exact integer arithmetic in ``fl.aggregate``)
   and puts the new model's hash in the header; the model bytes go to the blob store.
-* ``process_proposal`` checks the bytes hash to the proposed id, dry-runs the block on the
+* ``block_id`` says whether bytes are a block and which (its header hash; the engine asks
+  before it takes a proposal's bytes). ``process_proposal`` checks that first, and bytes
+  that are not the block of the proposed id are refused without a verdict on that id: a
+  relay that pairs a genuine signed id with other bytes must not get the genuine block
+  rejected when it arrives. It then dry-runs the block on the
   ledger (``State.simulate_block``), and for a round-closing block re-aggregates the
   included payloads and rejects any model hash mismatch. Payloads are looked up locally
   only: the driver fetches missing ones from peers *before* asking (``missing_payloads``),
@@ -114,7 +118,10 @@ class NodeApp:
         self.max_block_txs = max_block_txs
         self.listeners: list[Callable[[CommittedBlock], None]] = []
         self._verdicts: OrderedDict[bytes, bool] = OrderedDict()
-        self._decoded: OrderedDict[bytes, Block] = OrderedDict()
+        # The last blocks built or decoded, by their bytes: the engine's block_id, the
+        # driver's missing_payloads, process_proposal and finalize_block all look at the
+        # same bytes.
+        self._by_bytes: OrderedDict[bytes, Block] = OrderedDict()
         self.counters: dict[str, int] = {}
         self._first_seen: OrderedDict[bytes, float] = OrderedDict()
         self._agg_seconds: dict[bytes, float] = {}
@@ -180,9 +187,11 @@ class NodeApp:
         if req.height != height:
             raise AppError(f"asked to propose height {req.height}, ledger is at {meta.height}")
         last_commit = req.last_commit
-        if last_commit is None and height > 1 and self.commits is not None:
-            # An engine restarted without its checkpoint knows no last commit; ours does.
-            last_commit = self.commits.commit(height - 1)
+        if height > 1 and self.commits is not None:
+            # The certificate this node stored with the block (verified when it was
+            # decided or synced) wins over the engine's: an engine restarted without its
+            # checkpoint knows none, and one resumed from a peer's got it from that peer.
+            last_commit = self.commits.commit(height - 1) or last_commit
         started = time.monotonic()
         ordinary = self.mempool.reap(self.max_block_bytes, self.max_block_txs)
         fl_round, model = meta.fl_round, meta.global_model
@@ -293,19 +302,37 @@ class NodeApp:
     # ----------------------------------------------------------------- validators
 
     def _remember(self, block: Block) -> None:
-        self._decoded[block.hash] = block
-        while len(self._decoded) > 8:
-            self._decoded.popitem(last=False)
+        self._by_bytes[block.encode()] = block
+        while len(self._by_bytes) > 8:
+            self._by_bytes.popitem(last=False)
 
     def _decode(self, data: bytes) -> Block | None:
+        """The block ``data`` is, when it is one in canonical form (so no other bytes are
+        that block); decoded blocks are remembered by hash only then."""
+        block = self._by_bytes.get(data)
+        if block is not None:
+            return block
         try:
             block = Block.decode(data)
         except CodecError:
             return None
+        if block.encode() != data:
+            return None
         self._remember(block)
         return block
 
+    def block_id(self, data: bytes) -> bytes | None:
+        """The id (header hash) of the block ``data`` is, or None for bytes that are no
+        block: the engine's ``EngineConfig.block_id``. The header commits to the
+        transactions and the last commit, so exactly one byte string has a given id."""
+        block = self._decode(data)
+        return None if block is None else block.hash
+
     def process_proposal(self, height: int, block: AppBlock) -> bool:
+        if self.block_id(block.data) != block.hash:
+            # Not the block of that id: no verdict on the id is cached (see module doc).
+            self._count("proposal_bytes_mismatch")
+            return False
         cached = self._verdicts.get(block.hash)
         if cached is not None:
             return cached
@@ -324,10 +351,8 @@ class NodeApp:
 
     def _check(self, height: int, app_block: AppBlock) -> bool:
         self._seen(app_block.hash)
-        block = self._decoded.get(app_block.hash) or self._decode(app_block.data)
+        block = self._decode(app_block.data)
         if block is None or block.hash != app_block.hash or block.height != height:
-            return False
-        if block.encode() != app_block.data:
             return False
         state = self.ledger.state
         try:
@@ -363,7 +388,7 @@ class NodeApp:
     # ----------------------------------------------------------------- commit
 
     def finalize_block(self, height: int, block: AppBlock, commit: Commit) -> FinalizeResult:
-        decoded = self._decoded.get(block.hash) or self._decode(block.data)
+        decoded = self._decode(block.data)
         if decoded is None or decoded.hash != block.hash or decoded.height != height:
             raise AppError(f"decided block {height} does not decode to its hash")
         # A block that passed process_proposal at this height had its last_commit

@@ -23,8 +23,12 @@ with ``select_valid`` (which the mempool's ``reap`` does for them).
 **Economics.** Fees and the block reward go to the block's proposer; each included model
 update mints ``update_reward`` to its trainer. Evidence (anyone may submit it, paying the
 fee) burns ``slash_fraction_ppm`` of the offender's bonded stake and of its unbonding
-entries created at or after the offence height, and jails it for good; an offence is
-identified by (validator, height, round, vote type) and punished once. Unstaked tokens
+entries created at or after the offence height, and jails it for good. Evidence is two
+conflicting votes (``Evidence``) or proposals (``ProposalEvidence``) signed by a key that
+was a validator at the offence height, by the set in effect then, not by today's bonds:
+the schedule of validator sets keeps the sets of the last ``unbonding_blocks`` heights
+for that. An offence is identified by (validator, height, round, vote type; 0 for a
+proposal) and punished once. Unstaked tokens
 return to the balance ``unbonding_blocks`` after the unstake. Validator-set changes made
 by block H take effect at H + ``valset_delay``.
 
@@ -42,7 +46,13 @@ import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Annotated
 
-from consensus.types import MAX_VALIDATORS, CommitError, Validator, ValidatorSet
+from consensus.types import (
+    MAX_VALIDATORS,
+    CommitError,
+    DuplicateVoteEvidence,
+    Validator,
+    ValidatorSet,
+)
 from node.core.codec import U8, U32, U64, Bytes20, Bytes32, CodecError, Record, Seq
 from node.core.crypto import address_of
 from node.ledger.block import Block, BlockError, commit_hash, txs_root
@@ -59,6 +69,7 @@ from node.ledger.tx import (
     InsufficientStake,
     ModelUpdate,
     NotATrainer,
+    ProposalEvidence,
     Stake,
     StaleUpdate,
     Transfer,
@@ -130,8 +141,12 @@ class ScheduledSet(Record):
     validators: ValidatorSet
 
 
+# Sets the schedule holds: the ones in effect and pending, and the history evidence needs.
+MAX_SCHEDULE_ENTRIES = 256
+
+
 class ValsetSchedule(Record):
-    entries: Annotated[tuple[ScheduledSet, ...], Seq(256)]
+    entries: Annotated[tuple[ScheduledSet, ...], Seq(MAX_SCHEDULE_ENTRIES)]
 
 
 class ChainMeta(Record):
@@ -487,7 +502,7 @@ class State:
             self._model_update(sender, body)
             updates.append(sender)
         else:
-            assert isinstance(body, Evidence)
+            assert isinstance(body, Evidence | ProposalEvidence)
             self._slash(body, height)
 
     def _unstake(self, sender: bytes, amount: int, height: int) -> None:
@@ -523,20 +538,31 @@ class State:
         self._set(_k_trainer(sender), Trainer(t.genesis, t.contributions + 1, u.round + 1))
         self._credit(sender, self.genesis.rewards.update_reward)
 
-    def _slash(self, body: Evidence, height: int) -> None:
+    def _slash(self, body: Evidence | ProposalEvidence, height: int) -> None:
         ev = body.evidence
-        bond = self.bond(ev.validator)
-        if bond is None:
-            raise EvidenceError("evidence against an unknown validator")
-        if not ev.verify(self.chain_id, bond.public_key):
-            raise EvidenceError("evidence votes are not validly signed on this chain")
         period = self.genesis.staking.unbonding_blocks
         if ev.height >= height:
             raise EvidenceError("evidence from the future")
         if height - ev.height > period:
             raise EvidenceError(f"evidence older than the unbonding period ({period} blocks)")
-        v = ev.vote_a
-        offence = Offence(v.validator, v.height, v.round, v.type)
+        try:
+            vset = self.validator_set(ev.height)
+        except KeyError:
+            raise EvidenceError(f"validator set of height {ev.height} no longer known") from None
+        member = vset.by_address().get(ev.validator)
+        if member is None:
+            raise EvidenceError(
+                f"evidence against a key that was not a validator at height {ev.height}"
+            )
+        if not ev.verify(self.chain_id, member.public_key):
+            raise EvidenceError("evidence is not validly signed on this chain")
+        bond = self.bond(ev.validator)
+        if bond is None:
+            raise EvidenceError("evidence against a validator without a bond")
+        if isinstance(ev, DuplicateVoteEvidence):
+            offence = Offence(ev.validator, ev.height, ev.vote_a.round, ev.vote_a.type)
+        else:
+            offence = Offence(ev.validator, ev.height, ev.proposal_a.round, 0)
         okey = b"o" + offence.hash
         if okey in self._kv:
             raise EvidenceError("this offence was already punished")
@@ -715,11 +741,18 @@ class State:
         return updates
 
     def _prune_schedule(self, height: int) -> None:
-        # The next block needs the sets for ``height`` (its last_commit) and later.
+        # The next block needs the sets for ``height`` (its last_commit) and later, and
+        # evidence the sets of the last ``unbonding_blocks`` heights (the offence height's
+        # set decides who could equivocate). Bounded by the record's capacity: at worst
+        # the oldest sets go first, and evidence that old is refused as unverifiable.
         entries = self._schedule().entries
-        keep_from = 0
+        oldest = max(1, height - self.genesis.staking.unbonding_blocks)
+        keep_from = current = 0
         for i, e in enumerate(entries):
-            if e.height <= height:
+            if e.height <= oldest:
                 keep_from = i
+            if e.height <= height:
+                current = i
+        keep_from = min(current, max(keep_from, len(entries) - (MAX_SCHEDULE_ENTRIES - 1)))
         if keep_from:
             self._set(_SCHED, ValsetSchedule(entries[keep_from:]))

@@ -22,7 +22,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import ClassVar
 
-from consensus.types import ChainId, DuplicateVoteEvidence
+from consensus.types import ChainId, DuplicateProposalEvidence, DuplicateVoteEvidence
 from node.core.codec import U32, U64, Bytes20, Bytes32, Bytes64, CodecError, Record, sha256
 from node.core.crypto import PrivateKey, address_of, verify
 from node.ledger.genesis import FeeParams
@@ -40,6 +40,7 @@ __all__ = [
     "InsufficientStake",
     "ModelUpdate",
     "NotATrainer",
+    "ProposalEvidence",
     "Stake",
     "StaleUpdate",
     "Transfer",
@@ -121,7 +122,16 @@ class Evidence(Record):
     evidence: DuplicateVoteEvidence
 
 
-Body = Transfer | Stake | Unstake | ModelUpdate | Evidence
+class ProposalEvidence(Record):
+    """Proof that a proposer signed two different proposals for one height and round;
+    anyone may submit it. Its own body kind (not a second field of ``Evidence``), so the
+    encoding of vote evidence stays what it was."""
+
+    TAG: ClassVar[str] = "proposal_evidence"
+    evidence: DuplicateProposalEvidence
+
+
+Body = Transfer | Stake | Unstake | ModelUpdate | Evidence | ProposalEvidence
 
 
 # --------------------------------------------------------------------------- envelope

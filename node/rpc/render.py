@@ -12,7 +12,7 @@ from typing import Any
 from consensus.types import Commit, ValidatorSet
 from node.core.codec import Record
 from node.ledger.block import Block, Header
-from node.ledger.tx import Tx
+from node.ledger.tx import Evidence, ProposalEvidence, Tx
 
 __all__ = ["render_block", "render_commit", "render_header", "render_tx", "render_validators"]
 
@@ -37,10 +37,10 @@ def render_header(h: Header) -> dict[str, Any]:
 def render_tx(tx: Tx) -> dict[str, Any]:
     body = tx.body
     summary: dict[str, Any]
-    if type(body).TAG == "evidence":
-        # Two full votes are noise in a summary; name the offender and the height.
-        ev = body.evidence  # type: ignore[union-attr]
-        summary = {"validator": ev.vote_a.validator.hex(), "height": ev.vote_a.height}
+    if isinstance(body, Evidence | ProposalEvidence):
+        # Two full votes (proposals) are noise in a summary; name the offender and height.
+        ev = body.evidence
+        summary = {"validator": ev.validator.hex(), "height": ev.height}
     else:
         summary = _plain(body)
     return {

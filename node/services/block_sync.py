@@ -12,8 +12,9 @@ for the height reached. A node that restarts resumes from its own checkpoint; on
 synced past it asks peers for theirs (``CHECKPOINT_PROTOCOL``) and syncs up to exactly the
 checkpoint's height, so a chain that keeps moving cannot leave it one block off. That
 opaque engine state (the proposer schedule) is trusted from the peer, the one place sync
-does not verify; every vote and commit is still verified against the ledger's validator
-sets.
+does not verify; the validator sets always come from our ledger (a checkpoint naming
+others is refused and its peer blamed), and every vote and commit is still verified
+against them.
 
 A running node can fall behind (a partition, a paused process, gossip lost in a
 reconnect) further than the engine's own catch-up messages reach. ``BlockSync.probe``
@@ -454,6 +455,9 @@ class BlockSync:
             made = build(cp)
             if made is not None:
                 return made
+            # We are at exactly its height, so an honest peer's checkpoint matches our
+            # ledger (its validator sets) and builds: these bytes are the peer's fault.
             self._count("checkpoint_unusable")
+            self._blame(cp.peer, InvalidSyncData(f"checkpoint for height {cp.height} refused"))
             bad.add(cp.peer)
         return None

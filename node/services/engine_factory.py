@@ -2,9 +2,11 @@
 
 An engine is built fresh (height 0, or a lone validator that has nothing to learn from
 peers), or resumed from checkpoint bytes: this node's own, or a peer's after block sync
-went past its own. Checkpoint bytes are opaque engine state and may come from a hostile
-peer, so building from them never raises: bytes the engine refuses, or that resume at
-another height than the ledger's next, give None and the caller asks elsewhere.
+went past its own. Either way its validator sets (the next height's and the one after)
+come from this node's ledger, never from the checkpoint: checkpoint bytes are opaque
+engine state and may come from a hostile peer, and an engine refuses bytes whose sets or
+height differ from the ledger's (``RecoveryError``). Building from them never raises:
+refused bytes give None and the caller asks elsewhere (and blames the peer).
 
 Each engine gets its own ``GuardedSigner`` over the node's ``privval.json``, which records
 the last height/round/step signed, so an engine rebuilt after a catch-up can never sign a
@@ -17,10 +19,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from consensus.engine import Engine
+from consensus.engine import BlockId, Engine, RecoveryError, Verifier
 from consensus.privval import FileStateStore, GuardedSigner
 from consensus.registry import EngineConfig, create_engine
-from node.core.crypto import PrivateKey
+from node.core.crypto import PrivateKey, verify
 from node.ledger.genesis import Genesis
 from node.store.commits import CommitStore
 from node.store.ledger import Ledger
@@ -38,8 +40,13 @@ class EngineFactory:
         commits: CommitStore,
         key: PrivateKey,
         privval_path: Path,
+        *,
+        block_id: BlockId,
+        verifier: Verifier = verify,
     ) -> None:
         self.genesis = genesis
+        self.block_id = block_id
+        self.verifier = verifier
         self.ledger = ledger
         self.commits = commits
         self.key = key
@@ -61,9 +68,12 @@ class EngineFactory:
                 chain_id=g.chain_id,
                 signer=signer,
                 validators=self.ledger.validator_set(height + 1),
+                next_validators=self.ledger.validator_set(height + 2),
                 initial_height=height + 1,
                 recovery=recovery,
                 options=g.consensus_params_dict,
+                verifier=self.verifier,
+                block_id=self.block_id,
             ),
         )
         return engine
@@ -71,9 +81,15 @@ class EngineFactory:
     def from_checkpoint(self, recovery: bytes, height: int) -> Engine | None:
         """An engine resuming at ``height + 1`` from checkpoint bytes, or None when they
         are unusable (corrupt, hostile, or for another height)."""
+        if height != self.ledger.height:
+            log.warning("checkpoint for height %d, ledger at %d", height, self.ledger.height)
+            return None
         try:
             engine = self.make(recovery)
-        except Exception as e:  # hostile or corrupt bytes: the caller asks elsewhere
+        except RecoveryError as e:  # hostile or corrupt bytes: the caller asks elsewhere
+            log.warning("refused checkpoint for height %d: %s", height, e)
+            return None
+        except Exception as e:  # an engine without typed refusals
             log.warning("unusable checkpoint for height %d: %s", height, e)
             return None
         if engine.height != height + 1:

@@ -26,8 +26,9 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
-from consensus.engine import MessageReceived, TxsAvailable
+from consensus.engine import MessageReceived, TxsAvailable, Verifier
 from node.app.application import NodeApp
+from node.core.crypto import verify
 from node.ledger.tx import ModelUpdate, Tx
 from node.p2p.gossipsub.service import GossipSub, Received
 from node.p2p.host import Host
@@ -38,6 +39,7 @@ from node.services.gossip_topics import (
     MAX_CONSENSUS_BYTES,
     Topics,
     UpdateGossip,
+    consensus_screen,
     consensus_validator,
     tx_validator,
     update_validator,
@@ -79,6 +81,7 @@ class NodeGossip:
         blobs: BlobStore,
         consensus: ConsensusHandle,
         metrics: GossipMetrics,
+        verifier: Verifier = verify,
     ) -> None:
         self.gossip = gossip
         self.topics = topics
@@ -93,7 +96,10 @@ class NodeGossip:
             topics.updates,
             update_validator(me, self.admit, current_round=lambda: app.ledger.state.meta.fl_round),
         )
-        gossip.add_validator(topics.consensus, consensus_validator(me))
+        screen = consensus_screen(
+            app.genesis.consensus_engine, app.ledger, verifier=verifier, block_id=app.block_id
+        )
+        gossip.add_validator(topics.consensus, consensus_validator(me, screen))
         self.direct = RequestResponse(
             host,
             CONSENSUS_DIRECT_PROTOCOL,

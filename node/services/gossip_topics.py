@@ -5,8 +5,11 @@ Three topics per chain (the chain id is in the name, so two chains never share a
 * ``txs``: one encoded ``Tx`` per message (never a model update: that needs its payload);
 * ``updates``: an ``UpdateGossip`` (the signed ``model_update`` tx and its payload), so a
   validator holds the payload before any block includes it;
-* ``consensus``: opaque engine messages; the engine verifies signatures itself and drops
-  junk, so gossip only bounds their size.
+* ``consensus``: engine messages, screened by the engine's own check
+  (``EngineSpec.screen``, see ``consensus_screen``) before they are forwarded: junk, a
+  key that is no validator of the message's height, a forged signature or a proposal
+  whose bytes are not the block it signed are REJECTed, so they travel no further than
+  the first honest node and cost their sender its score.
 
 Validation IS admission: a tx or update that the mempool accepts is forwarded, one it
 refuses for a reason only a faulty or hostile sender produces (bad signature, wrong chain,
@@ -25,6 +28,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, ClassVar
 
+from consensus.engine import BlockId, Screen, ScreenContext, Verifier
+from consensus.registry import engine_spec
+from consensus.types import ValidatorSet
 from node.app.mempool import AlreadyKnown
 from node.app.updates import MissingPayload, PayloadMismatch
 from node.core.codec import Bytes, CodecError, Record
@@ -40,11 +46,13 @@ from node.ledger.tx import (
 )
 from node.p2p.gossipsub.messages import Message, Verdict, content_message_id
 from node.p2p.peer_id import PeerID
+from node.store.ledger import Ledger
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
     "Topics",
     "UpdateGossip",
+    "consensus_screen",
     "consensus_validator",
     "tx_validator",
     "update_validator",
@@ -148,10 +156,43 @@ def update_validator(
     return validate
 
 
-def consensus_validator(me: PeerID) -> GossipValidator:
+_SCREENED = {Screen.ACCEPT: Verdict.ACCEPT, Screen.IGNORE: Verdict.IGNORE}
+
+
+def consensus_screen(
+    engine: str, ledger: Ledger, *, verifier: Verifier, block_id: BlockId
+) -> Callable[[bytes], Screen]:
+    """The engine's message check over this node's ledger: the validator sets it knows
+    are those of the heights up to ``valset_delay`` past its tip (changes decided by a
+    block take effect that much later) and of the recent past it keeps for evidence."""
+    state = ledger.state
+    delay = state.genesis.staking.valset_delay
+
+    def validators_at(height: int) -> ValidatorSet | None:
+        if height > ledger.height + delay:
+            return None
+        try:
+            return ledger.validator_set(height)
+        except KeyError:
+            return None
+
+    ctx = ScreenContext(
+        state.chain_id,
+        validators_at,
+        lambda: ledger.validator_set(ledger.height + delay),
+        verifier=verifier,
+        block_id=block_id,
+    )
+    check = engine_spec(engine).screen
+    return lambda data: check(data, ctx)
+
+
+def consensus_validator(me: PeerID, screen: Callable[[bytes], Screen]) -> GossipValidator:
     async def validate(peer: PeerID, msg: Message) -> Verdict:
         if len(msg.data) > MAX_CONSENSUS_BYTES:
             return Verdict.REJECT
-        return Verdict.ACCEPT
+        if peer == me:
+            return Verdict.ACCEPT  # the engine built it
+        return _SCREENED.get(screen(msg.data), Verdict.REJECT)
 
     return validate

@@ -47,10 +47,25 @@ def engine(
     store: MemoryStateStore | None = None,
     recovery: bytes | None = None,
     options: dict[str, Any] | None = None,
+    *,
+    initial_height: int = 1,
+    next_validators: ValidatorSet | None = None,
 ) -> TendermintEngine:
+    """An engine of ``key`` that the application says is at ``initial_height`` with
+    ``vset`` in effect (and ``next_validators`` at the height after, if that differs)."""
     signer = GuardedSigner(key, store or MemoryStateStore())
     opts = NO_WAIT if options is None else options
-    return TendermintEngine(EngineConfig(CHAIN, signer, vset, recovery=recovery, options=opts))
+    return TendermintEngine(
+        EngineConfig(
+            CHAIN,
+            signer,
+            vset,
+            initial_height=initial_height,
+            next_validators=next_validators,
+            recovery=recovery,
+            options=opts,
+        )
+    )
 
 
 def block(tag: str) -> Block:

@@ -14,7 +14,16 @@ from consensus.engine import (
     Start,
     TimeoutFired,
 )
-from consensus.tendermint.catchup import CATCHUP_BATCH, KEEP_DECISIONS, Catchup
+from consensus.tendermint.catchup import (
+    CATCHUP_BATCH,
+    GLOBAL_REPLY_BYTES_PER_TICK,
+    KEEP_DECISIONS,
+    MAX_TRACKED_REPLIES,
+    PEER_REPLY_BYTES_PER_TICK,
+    REPLY_AGAIN_TICKS,
+    Catchup,
+)
+from consensus.tendermint.engine import TendermintEngine
 from consensus.tendermint.height import VoteSet
 from consensus.tendermint.messages import DecisionMsg, Envelope, ProposalMsg, StatusMsg, VoteMsg
 from consensus.types import Commit, CommitSig
@@ -82,7 +91,11 @@ def test_forged_decision_is_rejected() -> None:
     )
 
 
-def test_a_peer_far_behind_gets_a_batch_once_per_gossip_tick() -> None:
+def _tick(e: TendermintEngine) -> None:
+    e.handle(TimeoutFired("gossip", e.height, e.round))
+
+
+def test_a_peer_far_behind_gets_a_batch_and_no_copy_for_a_while() -> None:
     e = engine(KS[0], VSET)
     e.handle(Start())
     for _ in range(CATCHUP_BATCH + 3):
@@ -91,15 +104,43 @@ def test_a_peer_far_behind_gets_a_batch_once_per_gossip_tick() -> None:
     assert [m.commit.height for m in sent if isinstance(m, DecisionMsg)] == list(
         range(1, CATCHUP_BATCH + 1)
     )
-    # The peer's other messages from that height until the next tick get no second copy,
-    assert _sent(e.handle(MessageReceived("slow", _status(1, 0)))) == []
+    # Its status repeated on every gossip tick gets no second copy for REPLY_AGAIN_TICKS
+    # ticks (the dedupe does not reset per tick),
+    for _ in range(REPLY_AGAIN_TICKS - 1):
+        _tick(e)
+        assert _sent(e.handle(MessageReceived("slow", _status(1, 0)))) == []
     # another peer is answered on its own,
     assert len(_sent(e.handle(MessageReceived("other", _status(1, 0))))) == CATCHUP_BATCH
-    # and after a gossip tick the slow peer is answered again (its copy may have been lost).
-    e.handle(TimeoutFired("gossip", e.height, e.round))
+    # and then the slow peer is answered again (its copy may have been lost).
+    _tick(e)
     assert len(_sent(e.handle(MessageReceived("slow", _status(1, 0))))) == CATCHUP_BATCH
     # Nothing is sent for our own height or beyond.
     assert _sent(e.handle(MessageReceived("x", _status(e.height, 0)))) == []
+
+
+def test_status_floods_get_answers_bounded_in_bytes_per_peer_and_overall() -> None:
+    e = engine(KS[0], VSET)
+    e.handle(Start())
+    for _ in range(CATCHUP_BATCH + 3):
+        commit_height(e)
+
+    def answer(peer: str, height: int) -> int:
+        return sum(
+            len(s.data)
+            for s in of_type(e.handle(MessageReceived(peer, _status(height, 0))), SendTo)
+        )
+
+    # One peer asking for every height it could: at most its budget per tick.
+    one = sum(answer("greedy", h) for h in range(1, CATCHUP_BATCH + 3))
+    assert 0 < one <= PEER_REPLY_BYTES_PER_TICK
+    # Thousands of made-up peer IDs in one tick: at most the global budget,
+    total = sum(answer(f"sybil-{i}", 1) for i in range(3000))
+    assert total <= GLOBAL_REPLY_BYTES_PER_TICK
+    # and the memory of whom we answered stays bounded.
+    assert len(e.catchup.replied) <= MAX_TRACKED_REPLIES
+    # The budget refills with the next tick: an honest peer behind is answered.
+    _tick(e)
+    assert answer("honest", 1) > 0
 
 
 def test_only_the_newest_decisions_are_kept_and_replies_stop_below_our_height() -> None:

@@ -235,9 +235,17 @@ def test_checkpoint_restores_validator_sets_and_proposers() -> None:
     e.handle(Start())
     commit_height(e, (Validator(KS[2].public_key, 5),))
     commit_height(e)
-    restored = engine(KS[0], VSET, store, recovery=e.checkpoint().encode())
+    # The application supplies the sets in effect (the checkpoint must agree with them).
+    restored = engine(
+        KS[0],
+        e.vals.vset,
+        store,
+        recovery=e.checkpoint().encode(),
+        initial_height=e.height,
+        next_validators=e._next[0],
+    )
     assert restored.height == e.height
-    assert restored.vals.vset == e.vals.vset
+    assert restored.vals.vset == e.vals.vset != VSET
     assert [restored.vals.proposer(r) for r in range(6)] == [e.vals.proposer(r) for r in range(6)]
     assert restored.last_commit == e.last_commit
     # It can still hand a peer one height behind the decision it is missing.

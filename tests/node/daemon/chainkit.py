@@ -110,6 +110,7 @@ class Chain:
                     signer=GuardedSigner(key, MemoryStateStore()),
                     validators=ledger.validator_set(1),
                     options={"timeout_commit": 0.0},
+                    block_id=app.block_id,
                 ),
             )
             runner = EngineRunner(

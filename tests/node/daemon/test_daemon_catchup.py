@@ -167,8 +167,11 @@ def _restart(chain: Chain, i: int, recovery: bytes) -> None:
             chain_id=chain.genesis.chain_id,
             signer=old.signer,
             validators=node.ledger.validator_set(node.ledger.height + 1),
+            next_validators=node.ledger.validator_set(node.ledger.height + 2),
+            initial_height=node.ledger.height + 1,
             recovery=recovery,
             options={"timeout_commit": 0.0},
+            block_id=node.app.block_id,
         ),
     )
     assert engine.height == node.ledger.height + 1
@@ -321,7 +324,12 @@ async def test_resume_skips_lying_checkpoints(tmp_path: Path, hosts: list[Host])
 
     # What the daemon does with a peer's checkpoint bytes.
     engines = EngineFactory(
-        chain.genesis, fresh.ledger, fresh.app.commits, fresh.key, tmp_path / "privval.json"
+        chain.genesis,
+        fresh.ledger,
+        fresh.app.commits,
+        fresh.key,
+        tmp_path / "privval.json",
+        block_id=fresh.app.block_id,
     )
 
     def build(cp: PeerCheckpoint) -> Engine | None:
@@ -333,6 +341,8 @@ async def test_resume_skips_lying_checkpoints(tmp_path: Path, hosts: list[Host])
     lie[0] = "junk"
     assert await sync.resume_from_checkpoint(build, tries=2, pause=0) is None
     assert sync.counters["checkpoint_unusable"] == 1
+    # At its own height, a checkpoint that does not build is the peer's fault: blamed.
+    assert sync.counters["sync_invalid_data"] == 1
     assert fresh.ledger.height == 0
     # With an honest peer beside the liar: synced to exactly its checkpoint, resumed.
     lie[0] = "far"

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consensus.types import DuplicateVoteEvidence, VoteType
+from consensus.sim.network import UnguardedSigner
+from consensus.types import DuplicateProposalEvidence, DuplicateVoteEvidence, VoteType
 from node.core.codec import sha256
 from node.core.crypto import PrivateKey
 from node.ledger.block import BlockError
@@ -24,6 +25,7 @@ from node.ledger.tx import (
     InsufficientStake,
     ModelUpdate,
     NotATrainer,
+    ProposalEvidence,
     Stake,
     StaleUpdate,
     Transfer,
@@ -240,7 +242,7 @@ def test_evidence_rules() -> None:
     s = net.state
     with pytest.raises(EvidenceError, match="future"):
         s.check_tx(tx(g, tk[0], 0, _double_sign(g, vk[0], 5)))
-    with pytest.raises(EvidenceError, match="unknown"):
+    with pytest.raises(EvidenceError, match="not a validator"):
         s.check_tx(tx(g, tk[0], 0, _double_sign(g, tk[1], 1)))
     # Votes signed for another chain do not count here.
     a = sign_vote(vk[0], "other", 1, sha256(b"a"))
@@ -419,3 +421,50 @@ def test_random_blocks_conserve_supply_and_replay_identically(
     for b in applied:
         replay.apply_block(b)
     assert replay.app_hash() == final
+
+
+def test_evidence_is_checked_against_the_validator_set_at_the_offence_height() -> None:
+    g, net, vk, tk = setup()
+    newcomer = tk[0]
+    net.step([tx(g, newcomer, 0, Stake(STAKE))])  # bonded at height 1
+    s = net.state
+    joins = 1 + g.staking.valset_delay
+    assert newcomer.address not in s.validator_set(1).by_address()
+    while s.height < joins + 1:
+        net.step()
+    assert newcomer.address in s.validator_set(joins).by_address()
+    # Conflicting votes it signed before it was a validator are no offence: it had no
+    # power to equivocate with (a bonded node's engine may sign while not a member).
+    with pytest.raises(EvidenceError, match="not a validator at height 1"):
+        s.check_tx(tx(g, tk[1], 0, _double_sign(g, newcomer, 1)))
+    # Once it is one, they are.
+    s.check_tx(tx(g, tk[1], 0, _double_sign(g, newcomer, joins)))
+    # And a validator that has left is still accountable for heights it was one.
+    leaver = vk[3]
+    net.step([tx(g, leaver, 0, Unstake(STAKE))])
+    while leaver.address in s.validator_set(s.height + 1).by_address():
+        net.step()
+    s.check_tx(tx(g, tk[1], 0, _double_sign(g, leaver, 2)))
+
+
+def _double_propose(g: Genesis, key: PrivateKey, height: int) -> ProposalEvidence:
+    signer = UnguardedSigner(key)
+    a = signer.sign_proposal(g.chain_id, height, 0, 0, sha256(b"a"))
+    b = signer.sign_proposal(g.chain_id, height, 0, 0, sha256(b"b"))
+    return ProposalEvidence(DuplicateProposalEvidence.of(a, b))
+
+
+def test_proposal_equivocation_is_slashed_once() -> None:
+    g, net, vk, tk = setup()
+    net.step()
+    net.step()
+    offender = vk[1]
+    ev = _double_propose(g, offender, 1)
+    net.step([tx(g, tk[0], 0, ev)])
+    bond = net.state.bond(offender.address)
+    assert bond is not None and bond.jailed and bond.stake < STAKE
+    with pytest.raises(EvidenceError, match="already"):
+        net.state.check_tx(tx(g, tk[1], 0, ev))
+    with pytest.raises(EvidenceError, match="not a validator"):
+        net.state.check_tx(tx(g, tk[1], 0, _double_propose(g, tk[2], 1)))
+    assert Tx.from_bytes(tx(g, tk[1], 0, ev).encode()).body == ev

@@ -7,6 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from consensus.tendermint.engine import TendermintEngine
+from consensus.tendermint.proposer import ProposerSchedule
+from consensus.tendermint.valset import HeightVals, TendermintCheckpoint
+from consensus.types import Validator, ValidatorSet
+from node.core.crypto import PrivateKey
 from node.services.engine_factory import EngineFactory
 from node.store.commits import CommitStore
 from node.store.ledger import Ledger
@@ -18,7 +22,12 @@ from tests.node.daemon.chainkit import Chain, SimNode
 def _factory(chain: Chain, node: SimNode, tmp_path: Path) -> EngineFactory:
     assert node.app.commits is not None
     return EngineFactory(
-        chain.genesis, node.ledger, node.app.commits, node.key, tmp_path / "privval.json"
+        chain.genesis,
+        node.ledger,
+        node.app.commits,
+        node.key,
+        tmp_path / "privval.json",
+        block_id=node.app.block_id,
     )
 
 
@@ -75,9 +84,29 @@ def test_a_lone_validator_restarts_without_a_checkpoint(tmp_path: Path) -> None:
         dev.last_block = block
     commits = CommitStore(tmp_path / "commits.sqlite")
     try:
-        factory = EngineFactory(g, ledger, commits, keys[0], tmp_path / "privval.json")
+        factory = EngineFactory(
+            g, ledger, commits, keys[0], tmp_path / "privval.json", block_id=lambda d: None
+        )
         engine = factory.local()  # nothing to learn from peers: a fresh engine at height 3
         assert engine is not None and engine.height == 3
     finally:
         commits.close()
         ledger.close()
+
+
+def test_a_peer_checkpoint_never_sets_the_validators(tmp_path: Path) -> None:
+    chain = Chain.build(tmp_path)
+    chain.run_until(lambda: min(chain.heights()) >= 3)
+    node = chain.nodes[0]
+    factory = _factory(chain, node, tmp_path)
+    height, data = _checkpoint(node)
+    engine = factory.from_checkpoint(data, height)
+    assert isinstance(engine, TendermintEngine)
+    assert engine.vals.vset == node.ledger.validator_set(height + 1)
+    # A checkpoint for the right height whose sets are three outsiders' keys is refused.
+    outsiders = [PrivateKey.from_secret(f"outsider-{i}") for i in range(3)]
+    fake = ValidatorSet.of([Validator(k.public_key, 1) for k in outsiders])
+    sched = ProposerSchedule.new([(v.address, v.power) for v in fake.validators])
+    rec = HeightVals(fake, sched).record()
+    forged = TendermintCheckpoint.decode(data).replace(current=rec, next=rec).encode()
+    assert factory.from_checkpoint(forged, height) is None

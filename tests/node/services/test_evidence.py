@@ -7,10 +7,11 @@ import logging
 
 import pytest
 
-from consensus.types import DuplicateVoteEvidence
+from consensus.sim.network import UnguardedSigner
+from consensus.types import DuplicateProposalEvidence, DuplicateVoteEvidence
 from node.core.codec import Record
 from node.core.crypto import PrivateKey
-from node.ledger.tx import Evidence, Tx, TxError
+from node.ledger.tx import Evidence, ProposalEvidence, Tx, TxError
 from node.services.evidence import EvidenceReporter
 from tests.helpers import wait_for
 from tests.kits.ledger import sign_vote
@@ -66,3 +67,21 @@ async def test_a_refused_submission_is_logged_and_close_ends_reporting(
     await reporter.close()
     reporter.report(_double_vote())  # closed: nothing more is submitted
     assert len(calls) == 1
+
+
+async def test_double_proposals_are_submitted_as_proposal_evidence() -> None:
+    submitted: list[Tx] = []
+
+    async def submit(tx: Tx, payload: bytes | None) -> None:
+        submitted.append(tx)
+
+    signer = UnguardedSigner(KEYS[1])
+    a = signer.sign_proposal(GENESIS.chain_id, 3, 0, 0, b"\x01" * 32)
+    b = signer.sign_proposal(GENESIS.chain_id, 3, 0, 0, b"\x02" * 32)
+    evidence = DuplicateProposalEvidence.of(a, b)
+    reporter = EvidenceReporter(KEYS[0], GENESIS, next_nonce=lambda: 0, submit=submit)
+    reporter.report(evidence)
+    await wait_for(lambda: submitted, 10, "the evidence tx")
+    await reporter.close()
+    (tx,) = submitted
+    assert tx.body == ProposalEvidence(evidence) and tx.signature_ok()

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consensus.block import sha256_id
+from consensus.engine import Screen
+from consensus.sim.network import UnguardedSigner
+from consensus.tendermint.messages import Envelope, ProposalMsg, StatusMsg, VoteMsg
+from consensus.types import VoteType
 from node.app.mempool import Mempool
-from node.core.crypto import PrivateKey
+from node.core.codec import sha256
+from node.core.crypto import PrivateKey, verify
 from node.ledger.tx import Transfer, Tx, sign_tx
 from node.p2p.gossipsub.messages import Message, Verdict
 from node.p2p.peer_id import IdentityKey
@@ -18,6 +25,7 @@ from node.services.gossip_topics import (
     MAX_CONSENSUS_BYTES,
     Topics,
     UpdateGossip,
+    consensus_screen,
     consensus_validator,
     tx_validator,
     update_validator,
@@ -88,10 +96,60 @@ async def test_updates_topic(pool: Mempool) -> None:
     assert await stale(PEER, _msg(topic, fresh)) is Verdict.IGNORE
 
 
-async def test_consensus_topic_bounds_size() -> None:
-    v = consensus_validator(ME)
-    assert await v(PEER, _msg("c", b"x" * 100)) is Verdict.ACCEPT
-    assert await v(PEER, _msg("c", b"x" * (MAX_CONSENSUS_BYTES + 1))) is Verdict.REJECT
+def _screen(ledger: Ledger) -> Callable[[bytes], Screen]:
+    return consensus_screen(
+        ledger.state.genesis.consensus_engine, ledger, verifier=verify, block_id=sha256_id
+    )
+
+
+def _vote(key: PrivateKey, height: int, chain: str = "") -> bytes:
+    chain = chain or genesis_for(KEYS).chain_id
+    v = UnguardedSigner(key).sign_vote(chain, height, 0, VoteType.PREVOTE, b"\x01" * 32)
+    return Envelope(VoteMsg(v)).encode()
+
+
+def _proposal(key: PrivateKey, data: bytes, signed_hash: bytes | None = None) -> bytes:
+    chain = genesis_for(KEYS).chain_id
+    p = UnguardedSigner(key).sign_proposal(chain, 1, 0, 0, signed_hash or sha256(data))
+    return Envelope(ProposalMsg(p, data)).encode()
+
+
+async def test_consensus_topic_forwards_only_checked_validator_messages(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger.open(tmp_path / "chain.sqlite", genesis_for(KEYS), fsync=False)
+    try:
+        v = consensus_validator(ME, _screen(ledger))
+        outsider = PrivateKey.from_secret("not-a-validator")
+        ok = {
+            "a validator's vote": _vote(KEYS[0], 1),
+            "a validator's proposal": _proposal(KEYS[1], b"block"),
+            "a vote for a height whose set is not known yet": _vote(KEYS[0], 10**6),
+            "a status": Envelope(StatusMsg(1, 0)).encode(),
+        }
+        for why, data in ok.items():
+            assert await v(PEER, _msg("c", data)) is Verdict.ACCEPT, why
+        forged = bytearray(_vote(KEYS[0], 1))
+        forged[-3] ^= 1
+        bad = {
+            "junk of 1 MiB": b"\x00" * (1 << 20),
+            "an outsider's vote": _vote(outsider, 1),
+            "an outsider's proposal": _proposal(outsider, b"block"),
+            "a forged signature": bytes(forged),
+            "another chain": _vote(KEYS[0], 1, chain="other-chain"),
+            "a genuine signature over other bytes": _proposal(
+                KEYS[1], b"junk", signed_hash=sha256(b"block")
+            ),
+            "too large": b"x" * (MAX_CONSENSUS_BYTES + 1),
+        }
+        for why, data in bad.items():
+            assert await v(PEER, _msg("c", data)) is Verdict.REJECT, why
+        # Beyond the sets the ledger knows, an unknown key may be a validator to come.
+        assert await v(PEER, _msg("c", _vote(outsider, 10**6))) is Verdict.IGNORE
+        # What this node published passed its own engine.
+        assert await v(ME, _msg("c", b"\x00" * 100)) is Verdict.ACCEPT
+    finally:
+        ledger.close()
 
 
 def test_topics_are_per_chain() -> None:
