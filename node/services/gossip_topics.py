@@ -25,6 +25,8 @@ sends is exactly what its peers' validators accept.
 from __future__ import annotations
 
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Annotated, ClassVar
 
@@ -50,6 +52,7 @@ from node.store.ledger import Ledger
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
+    "AuthorBudget",
     "Topics",
     "UpdateGossip",
     "consensus_screen",
@@ -187,12 +190,57 @@ def consensus_screen(
     return lambda data: check(data, ctx)
 
 
-def consensus_validator(me: PeerID, screen: Callable[[bytes], Screen]) -> GossipValidator:
+# An author's consensus messages: an honest engine publishes a handful per round (a
+# proposal, two votes, a status per gossip tick) and a batch of decisions when it helps a
+# lagging peer, so a sustained rate far above that, signed or not (status is unsigned
+# and costs the author nothing), is a flood. Per author, as a token bucket.
+AUTHOR_MSGS_PER_SECOND = 50.0
+AUTHOR_MSGS_BURST = 400.0
+MAX_TRACKED_AUTHORS = 4096
+
+
+class AuthorBudget:
+    """Token buckets of consensus messages per message author, at most
+    ``MAX_TRACKED_AUTHORS`` of them (the longest idle is forgotten first)."""
+
+    def __init__(
+        self,
+        rate: float = AUTHOR_MSGS_PER_SECOND,
+        burst: float = AUTHOR_MSGS_BURST,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate, self.burst, self._clock = rate, burst, clock
+        self._buckets: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
+
+    def take(self, author: bytes) -> bool:
+        """One message from ``author``: False when its budget is spent."""
+        now = self._clock()
+        tokens, last = self._buckets.pop(author, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        ok = tokens >= 1.0
+        self._buckets[author] = (tokens - 1.0 if ok else tokens, now)
+        if len(self._buckets) > MAX_TRACKED_AUTHORS:
+            self._buckets.popitem(last=False)
+        return ok
+
+
+def consensus_validator(
+    me: PeerID, screen: Callable[[bytes], Screen], budget: AuthorBudget | None = None
+) -> GossipValidator:
+    """Size, then the author's message budget, then the engine's screen. Over budget, the
+    author itself is blamed (REJECT) when it sent the message to us; a relay that
+    forwarded it is not (IGNORE): its own count of that author may differ from ours."""
+    budget = budget if budget is not None else AuthorBudget()
+    me_bytes = me.to_bytes()
+
     async def validate(peer: PeerID, msg: Message) -> Verdict:
         if len(msg.data) > MAX_CONSENSUS_BYTES:
             return Verdict.REJECT
         if peer == me:
             return Verdict.ACCEPT  # the engine built it
+        author = msg.from_ if msg.from_ is not None else peer.to_bytes()
+        if author != me_bytes and not budget.take(author):
+            return Verdict.REJECT if author == peer.to_bytes() else Verdict.IGNORE
         return _SCREENED.get(screen(msg.data), Verdict.REJECT)
 
     return validate

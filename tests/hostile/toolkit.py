@@ -96,7 +96,8 @@ __all__ = ["ATTACKS", "Attacker", "main"]
 
 # Bounds on what one attacker process sends, whatever --seconds says.
 UNREAD_STREAMS = 48
-UNREAD_BYTES_PER_STREAM = 12 << 20  # within the victim's default 16 MiB stream window
+UNREAD_BYTES_PER_STREAM = 12 << 20  # within the most a victim's stream window may grow to
+WINDOW_WAIT = 2.0  # how long a write may wait for window before the stream counts as held
 FLOOD_CONNECTIONS = 64
 HANDSHAKE_SOCKETS = 200
 STATUS_PER_SECOND = 400
@@ -183,7 +184,7 @@ Attack = Callable[[Attacker, Engaged], Awaitable[None]]
 
 
 async def unread_streams(a: Attacker, engaged: Engaged) -> None:
-    junk = os.urandom(256 << 10)
+    junk = os.urandom(64 << 10)  # small writes: what was sent is what the victim let in
     held: list[Stream] = []
     for _ in range(UNREAD_STREAMS):
         if not a.running:
@@ -191,10 +192,11 @@ async def unread_streams(a: Attacker, engaged: Engaged) -> None:
         try:
             st = await a.host.new_stream(a.victim, [identify.PROTOCOL_ID])
             sent = 0
-            async with asyncio.timeout(min(10.0, a.remaining() + 0.1)):
-                while sent < UNREAD_BYTES_PER_STREAM and a.running:
-                    await st.write(junk)
-                    sent += len(junk)
+            with contextlib.suppress(TimeoutError):  # the victim stopped granting window
+                async with asyncio.timeout(min(WINDOW_WAIT, a.remaining() + 0.1)):
+                    while sent < UNREAD_BYTES_PER_STREAM and a.running:
+                        await st.write(junk)
+                        sent += len(junk)
         except (StreamReset, ConnectionError, TimeoutError, ms.MultistreamError, DialError):
             a.count("stream_refused")
             if not a.host.is_connected(a.victim):
@@ -227,10 +229,11 @@ async def conn_flood(a: Attacker, engaged: Engaged) -> None:
             a.count("connections_opened")
         except (DialError, TimeoutError):
             a.count("connections_refused")
-            if first and a.counts["connections_refused"] >= FLOOD_CONNECTIONS:
-                first = False
-                engaged()
             await a.pause(0.05)
+        tried = a.counts.get("connections_opened", 0) + a.counts.get("connections_refused", 0)
+        if first and tried >= FLOOD_CONNECTIONS:
+            first = False  # what the victim closes or refuses over its cap still counts
+            engaged()
 
 
 async def _swarm(a: Attacker, engaged: Engaged, n: int, one: Callable[[], Awaitable[None]]) -> None:

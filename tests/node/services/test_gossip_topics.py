@@ -23,6 +23,7 @@ from node.p2p.gossipsub.messages import Message, Verdict
 from node.p2p.peer_id import IdentityKey
 from node.services.gossip_topics import (
     MAX_CONSENSUS_BYTES,
+    AuthorBudget,
     Topics,
     UpdateGossip,
     consensus_screen,
@@ -150,6 +151,25 @@ async def test_consensus_topic_forwards_only_checked_validator_messages(
         assert await v(ME, _msg("c", b"\x00" * 100)) is Verdict.ACCEPT
     finally:
         ledger.close()
+
+
+async def test_a_status_flood_is_blamed_on_its_author_not_on_relays() -> None:
+    """Status is unsigned, so it costs its author nothing: without a budget per author a
+    peer could have every node forward (and answer) hundreds of them a second."""
+    now = [0.0]
+    budget = AuthorBudget(rate=10.0, burst=20.0, clock=lambda: now[0])
+    v = consensus_validator(ME, lambda data: Screen.ACCEPT, budget)
+    status = Envelope(StatusMsg(1, 0)).encode()
+    verdicts = [await v(PEER, _msg("c", status)) for _ in range(25)]
+    assert verdicts[:20] == [Verdict.ACCEPT] * 20
+    assert verdicts[20:] == [Verdict.REJECT] * 5  # the author itself sent them to us
+    relay = IdentityKey.from_seed(b"\x03" * 32).peer_id
+    assert await v(relay, _msg("c", status)) is Verdict.IGNORE  # a relay is not blamed
+    other = Message(topic="c", data=status, from_=relay.to_bytes())
+    assert await v(relay, other) is Verdict.ACCEPT  # another author has its own budget
+    now[0] += 1.0  # the budget refills at its rate
+    refilled = [await v(PEER, _msg("c", status)) for _ in range(11)]
+    assert refilled == [Verdict.ACCEPT] * 10 + [Verdict.REJECT]
 
 
 def test_topics_are_per_chain() -> None:
