@@ -56,6 +56,7 @@ def test_shards_are_the_partition_row_for_row(
             raw = gzip.decompress((d / f"{name}.gz").read_bytes())
             assert hashlib.sha256(raw).hexdigest() == doc["sha256"][name]
         images, labels = load_test_set(d, 50, download=False)  # its own checked copy
+        assert np.array_equal(images.numpy(), mnist.test_images.numpy()[:50])
         assert np.array_equal(labels.numpy(), mnist.test_labels.numpy()[:50])
         assert (d / f"{TEST_IMAGES}.gz").is_file()
     assert seen == set(np.concatenate(parts).tolist())  # covers the partition
