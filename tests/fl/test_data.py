@@ -180,16 +180,18 @@ def test_offline_error_says_how_to_use_local_copy(
         load_mnist(download=False)
 
 
+@pytest.fixture
+def image_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_dir: Path) -> Path:
+    return _cache_with_images(tmp_path, monkeypatch, mnist_dir)
+
+
 def test_download_reports_its_progress(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    mirrors: tuple[str, str],
-    mnist_dir: Path,
+    image_cache: Path, mirrors: tuple[str, str], mnist_dir: Path
 ) -> None:
     """What `testnet up` and `data split` draw their progress bar from."""
     from fl.data import fetch_mnist
 
-    cache = _cache_with_images(tmp_path, monkeypatch, mnist_dir)
+    cache = image_cache
     heard: list[tuple[str, int, int | None]] = []
     got = fetch_mnist(mirrors=[mirrors[1]], timeout=10, progress=lambda *a: heard.append(a))
     assert got == cache
