@@ -14,6 +14,8 @@
 #   FEDCHAIN_PARTITION    iid | dirichlet:A | shards:K    (empty: fedchain's default)
 #   FEDCHAIN_MODEL        model architecture name          (empty: fedchain's default)
 #   FEDCHAIN_INIT_ARGS    extra arguments for `fedchain testnet init` (word-split)
+#   FEDCHAIN_DATA_DIR     the full MNIST copy (a read-only bind mount); `testnet init`
+#                         splits it so that every home holds only its own node's shard
 set -eu
 
 dir="${FEDCHAIN_TESTNET_DIR:-/testnet}"
@@ -23,6 +25,12 @@ marker="$dir/.compose-initialised"
 if [ -f "$marker" ]; then
     echo "testnet in $dir is already initialised; keeping its keys and genesis"
     exit 0
+fi
+
+data="${FEDCHAIN_DATA_DIR:-}"
+if [ -n "$data" ] && [ ! -e "$data/train-images-idx3-ubyte" ] && [ ! -e "$data/train-images-idx3-ubyte.gz" ]; then
+    echo "error: no MNIST in $data: set FEDCHAIN_MNIST_DIR to a host directory holding the four MNIST IDX files (see README, docker-compose section)" >&2
+    exit 1
 fi
 
 hostnames=""

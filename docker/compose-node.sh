@@ -5,13 +5,15 @@
 # Why copy: each node keeps its chain in its own volume (a SIGKILLed or recreated
 # container restarts from its own state), while the init service writes every home into
 # one shared volume. Later starts find config.toml in the node volume and copy nothing.
+# The home carries the node's own training shard (train_data/, its fl.data_dir, split by
+# the init service); no MNIST copy is mounted here, and a home without its shard makes
+# `fedchain start` stop with one line saying so.
 # `exec` makes `fedchain start` the process that tini (`init: true`) signals on stop.
 #
 # Environment (set by docker-compose.yml):
 #   FEDCHAIN_NODE_NAME     this node's home under the shared volume (node0, node1, ...)
 #   FEDCHAIN_TESTNET_DIR   shared volume written by the init service (default /testnet)
 #   FEDCHAIN_HOME          this node's own volume                 (default /home/fedchain/node)
-#   FEDCHAIN_DATA_DIR      MNIST directory (a read-only bind mount of a host directory)
 #   FEDCHAIN_INIT_TIMEOUT  seconds to wait for the init service   (default 300)
 set -eu
 
@@ -36,12 +38,6 @@ if [ ! -f "$home/config.toml" ]; then
     fi
     cp -R "$shared/$name/." "$home/"
     echo "copied home of $name from $shared into $home"
-fi
-
-data="${FEDCHAIN_DATA_DIR:-}"
-if [ -n "$data" ] && [ ! -e "$data/train-images-idx3-ubyte" ] && [ ! -e "$data/train-images-idx3-ubyte.gz" ]; then
-    echo "error: no MNIST in $data: set FEDCHAIN_MNIST_DIR to a host directory holding the four MNIST IDX files (see README, docker-compose section)" >&2
-    exit 1
 fi
 
 exec fedchain start --home "$home" "$@"

@@ -1,4 +1,11 @@
-"""MNIST from the four standard IDX files: local directory, user cache, or a verified download.
+"""MNIST-format IDX data: the public MNIST files, and a participant's own training data.
+
+Two kinds of directory are read here. The public MNIST copy (a shared directory, the user
+cache or a verified download) is what test networks split into shards and what every node
+evaluates on (the test set is public). A node's *local* training data (``fl.data_dir``,
+``load_local_data``) holds only that participant's examples, as the two training IDX files
+(raw or gzip) in MNIST's format; it is checked on load (IDX structure, 28x28 images, as many
+labels as images, every label a digit, a bounded count) and every error names the file.
 
 Every node trains on MNIST, so the data must be exactly the published files: whatever the
 source (a shared directory, the cache, a mirror), each decompressed file is checked against
@@ -33,17 +40,32 @@ from node.core.atomic_file import write_atomic
 __all__ = [
     "DATA_DIR_ENV",
     "FILES",
+    "MANIFEST",
+    "MAX_LOCAL_EXAMPLES",
     "MIRRORS",
+    "TEST_IMAGES",
+    "TEST_LABELS",
+    "TRAIN_IMAGES",
+    "TRAIN_LABELS",
     "DataError",
+    "DownloadProgress",
     "IdxFormatError",
+    "LocalData",
+    "LocalDataError",
     "Mnist",
     "MnistChecksumError",
     "MnistDownloadError",
     "MnistNotFoundError",
+    "NoTrainingDataError",
     "default_cache_dir",
     "download_mnist",
+    "encode_idx",
+    "fetch_mnist",
+    "load_local_data",
     "load_mnist",
+    "load_test_set",
     "parse_idx",
+    "write_idx",
 ]
 
 DATA_DIR_ENV = "FEDCHAIN_DATA_DIR"
@@ -55,6 +77,21 @@ FILES: dict[str, str] = {
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
+
+TRAIN_IMAGES = "train-images-idx3-ubyte"
+TRAIN_LABELS = "train-labels-idx1-ubyte"
+TEST_IMAGES = "t10k-images-idx3-ubyte"
+TEST_LABELS = "t10k-labels-idx1-ubyte"
+
+# A shard directory's description, written by ``fedchain data split`` (``fl.shards``).
+MANIFEST = "manifest.json"
+
+MAX_LOCAL_EXAMPLES = 1_000_000
+"""Most training examples a local data directory may hold. The loader allocates what a
+file's IDX header declares, so without a bound a small (gzip) file could make the node
+allocate any amount; this one is far above any participant's MNIST-sized data set."""
+
+_IMAGE_SHAPE = (28, 28)
 
 # The mirrors torchvision uses, in the order it tries them; each serves ``<name>.gz``.
 MIRRORS: tuple[str, ...] = (
@@ -87,6 +124,28 @@ class MnistNotFoundError(DataError):
 
 class MnistDownloadError(MnistNotFoundError):
     """Every mirror failed (offline, refused, or served corrupt bytes)."""
+
+
+class LocalDataError(DataError):
+    """A local training file is missing, malformed or inconsistent; the message names it."""
+
+
+class NoTrainingDataError(LocalDataError):
+    """The training data directory does not exist or holds no training files."""
+
+
+class DownloadProgress(Protocol):
+    """Told, while ``name`` downloads, how many bytes arrived of ``total`` (None: unknown)."""
+
+    def __call__(self, name: str, done: int, total: int | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class LocalData:
+    """One participant's training examples: images ``uint8 [N, 28, 28]``, labels ``int64 [N]``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -141,10 +200,21 @@ class _Readable(Protocol):
 
 
 class _HashingReader:
-    """Reads decompressed bytes exactly, hashing each one, bounded by ``_MAX_FILE_BYTES``."""
+    """Reads decompressed bytes exactly, hashing each one, bounded by ``limit``.
 
-    def __init__(self, f: _Readable, path: Path) -> None:
+    ``error`` is what a broken gzip stream or an oversized file raises: a checksum failure
+    for the public MNIST files, a ``LocalDataError`` for a participant's own."""
+
+    def __init__(
+        self,
+        f: _Readable,
+        path: Path,
+        *,
+        limit: int = _MAX_FILE_BYTES,
+        error: type[DataError] = MnistChecksumError,
+    ) -> None:
         self.f, self.path = f, path
+        self.limit, self.error = limit, error
         self.digest = hashlib.sha256()
         self.total = 0
 
@@ -154,12 +224,12 @@ class _HashingReader:
             try:
                 chunk = self.f.read(want)
             except (OSError, EOFError) as e:
-                raise MnistChecksumError(f"{self.path}: not a valid gzip file ({e})") from e
+                raise self.error(f"{self.path}: not a valid gzip file ({e})") from e
             if not chunk:
                 break
             self.total += len(chunk)
-            if self.total > _MAX_FILE_BYTES:
-                raise MnistChecksumError(f"{self.path}: larger than any MNIST file")
+            if self.total > self.limit:
+                raise self.error(f"{self.path}: larger than {self.limit} bytes")
             self.digest.update(chunk)
             parts.append(chunk)
             want -= len(chunk)
@@ -170,8 +240,15 @@ class _HashingReader:
             pass
 
 
-def _parse_rows(reader: _HashingReader, name: str, rows: np.ndarray | None) -> np.ndarray:
-    """Read an unsigned-byte IDX array from ``reader``, keeping only ``rows`` (in order)."""
+def _parse_rows(
+    reader: _HashingReader,
+    name: str,
+    rows: np.ndarray | None,
+    check: Callable[[tuple[int, ...]], None] | None = None,
+) -> np.ndarray:
+    """Read an unsigned-byte IDX array from ``reader``, keeping only ``rows`` (in order).
+
+    ``check`` sees the declared shape before anything is allocated for it."""
     head = reader.read(4)
     if len(head) < 4 or head[0] != 0 or head[1] != 0:
         raise IdxFormatError(f"{name}: bad IDX magic number")
@@ -182,6 +259,8 @@ def _parse_rows(reader: _HashingReader, name: str, rows: np.ndarray | None) -> n
     if ndim == 0 or len(raw_dims) < 4 * ndim:
         raise IdxFormatError(f"{name}: truncated IDX header")
     dims = tuple(int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+    if check is not None:
+        check(dims)
     n, inner = dims[0], dims[1:]
     row_bytes = int(np.prod(inner, dtype=np.int64))
     if rows is None:
@@ -232,30 +311,48 @@ def _read_rows(path: Path, name: str, rows: np.ndarray | None = None) -> np.ndar
     return out
 
 
-def _fetch(url: str, timeout: float) -> bytes:
+def _fetch(url: str, timeout: float, progress: Callable[[int, int | None], None]) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
-        body: bytes = resp.read(_MAX_FILE_BYTES + 1)
-    if len(body) > _MAX_FILE_BYTES:
-        raise OSError(f"response larger than {_MAX_FILE_BYTES} bytes")
-    return body
+        length = resp.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        parts: list[bytes] = []
+        done = 0
+        while chunk := resp.read(_CHUNK_BYTES):
+            done += len(chunk)
+            if done > _MAX_FILE_BYTES:
+                raise OSError(f"response larger than {_MAX_FILE_BYTES} bytes")
+            parts.append(chunk)
+            progress(done, total)
+    return b"".join(parts)
 
 
 def download_mnist(
-    directory: Path, *, mirrors: Sequence[str] = MIRRORS, timeout: float = 60.0
+    directory: Path,
+    *,
+    mirrors: Sequence[str] = MIRRORS,
+    timeout: float = 60.0,
+    names: Sequence[str] = tuple(FILES),
+    progress: DownloadProgress | None = None,
 ) -> None:
-    """Fetch every missing file into ``directory``, trying each mirror in turn.
+    """Fetch every missing file of ``names`` into ``directory``, trying each mirror in turn.
 
     A file is written (decompressed) only after its SHA-256 matches, so a corrupt or
-    tampered mirror is skipped, never cached.
+    tampered mirror is skipped, never cached. ``progress`` hears about every chunk.
     """
-    for name, digest in FILES.items():
-        if (directory / name).is_file() or (directory / f"{name}.gz").is_file():
+    for name in names:
+        digest = FILES[name]
+        if _source(directory, name) is not None:
             continue
         failures = []
         for mirror in mirrors:
             url = f"{mirror.rstrip('/')}/{name}.gz"
+
+            def tell(done: int, total: int | None, name: str = name) -> None:
+                if progress is not None:
+                    progress(name, done, total)
+
             try:
-                data = gzip.decompress(_fetch(url, timeout))
+                data = gzip.decompress(_fetch(url, timeout, tell))
             except (OSError, EOFError, urllib.error.URLError, ValueError) as e:
                 failures.append(f"{url}: {e}")
                 continue
@@ -282,6 +379,35 @@ def _resolve_dir(data_dir: str | os.PathLike[str] | None) -> tuple[Path, bool]:
     return default_cache_dir(), True
 
 
+def fetch_mnist(
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    download: bool = True,
+    mirrors: Sequence[str] = MIRRORS,
+    timeout: float = 60.0,
+    names: Sequence[str] = tuple(FILES),
+    progress: DownloadProgress | None = None,
+) -> Path:
+    """The directory holding the public MNIST files ``names``: ``data_dir``,
+    ``$FEDCHAIN_DATA_DIR`` or the user cache, which alone is filled from the mirrors
+    (when ``download``) if files are missing. Presence is checked here, content on read."""
+    directory, is_cache = _resolve_dir(data_dir)
+    missing = [n for n in names if _source(directory, n) is None]
+    if missing:
+        if not is_cache:
+            raise MnistNotFoundError(
+                f"{directory} lacks {', '.join(missing)} (raw or .gz); point "
+                f"{DATA_DIR_ENV} / --data-dir at a directory holding the four MNIST IDX files"
+            )
+        if not download:
+            raise MnistNotFoundError(
+                f"MNIST is not in {directory} and downloading is disabled; set "
+                f"{DATA_DIR_ENV}=<dir> (or pass --data-dir <dir>) to use a local copy"
+            )
+        download_mnist(directory, mirrors=mirrors, timeout=timeout, names=names, progress=progress)
+    return directory
+
+
 def load_mnist(
     data_dir: str | os.PathLike[str] | None = None,
     *,
@@ -299,20 +425,7 @@ def load_mnist(
     order (e.g. a node's shard); ``test_limit`` keeps the first that many test images.
     Every file is checksum-verified in full either way.
     """
-    directory, is_cache = _resolve_dir(data_dir)
-    missing = [n for n in FILES if _source(directory, n) is None]
-    if missing:
-        if not is_cache:
-            raise MnistNotFoundError(
-                f"{directory} lacks {', '.join(missing)} (raw or .gz); point "
-                f"{DATA_DIR_ENV} / --data-dir at a directory holding the four MNIST IDX files"
-            )
-        if not download:
-            raise MnistNotFoundError(
-                f"MNIST is not in {directory} and downloading is disabled; set "
-                f"{DATA_DIR_ENV}=<dir> (or pass --data-dir <dir>) to use a local copy"
-            )
-        download_mnist(directory, mirrors=mirrors, timeout=timeout)
+    directory = fetch_mnist(data_dir, download=download, mirrors=mirrors, timeout=timeout)
 
     def read(name: str, rows: np.ndarray | None = None) -> np.ndarray:
         path = _source(directory, name)
@@ -341,3 +454,160 @@ def load_mnist(
         test_images=torch.from_numpy(read("t10k-images-idx3-ubyte", test_rows)),
         test_labels=torch.from_numpy(test_labels),
     )
+
+
+# ----------------------------------------------------------------- writing IDX
+
+
+def encode_idx(array: np.ndarray) -> bytes:
+    """The unsigned-byte IDX encoding of ``array`` (what ``parse_idx`` reads back)."""
+    a = np.ascontiguousarray(array)
+    if a.dtype != np.uint8:
+        raise IdxFormatError(f"IDX arrays here are uint8, not {a.dtype}")
+    if not 1 <= a.ndim <= 255 or any(d >= 1 << 32 for d in a.shape):
+        raise IdxFormatError(f"shape {a.shape} cannot be written as IDX")
+    dims = b"".join(int(d).to_bytes(4, "big") for d in a.shape)
+    return bytes([0, 0, 0x08, a.ndim]) + dims + a.tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray) -> str:
+    """Write ``array`` as an IDX file (gzip when ``path`` ends in ``.gz``, level 1 and
+    mtime 0, so the file depends on the data alone); returns the SHA-256 of the IDX bytes,
+    which is the same raw or compressed."""
+    data = encode_idx(array)
+    body = gzip.compress(data, compresslevel=1, mtime=0) if path.suffix == ".gz" else data
+    write_atomic(path, body)
+    return hashlib.sha256(data).hexdigest()
+
+
+# ----------------------------------------------------------------- local training data
+
+
+def _no_data(directory: Path, why: str) -> NoTrainingDataError:
+    return NoTrainingDataError(
+        f"no training data in {directory} ({why}): run `fedchain data split --nodes N "
+        f"--out DIR` and point fl.data_dir at one DIR/nodeI, or put your own IDX files there "
+        f"({TRAIN_IMAGES}[.gz] and {TRAIN_LABELS}[.gz])"
+    )
+
+
+def _read_local(
+    path: Path, rows: np.ndarray | None, check: Callable[[tuple[int, ...]], None]
+) -> tuple[np.ndarray, str]:
+    """Parse one local IDX file (no published checksum to meet); returns its rows and the
+    SHA-256 of its decompressed bytes. Every failure is a ``DataError`` naming ``path``."""
+    limit = 16 + MAX_LOCAL_EXAMPLES * _IMAGE_SHAPE[0] * _IMAGE_SHAPE[1]
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as f:
+            reader = _HashingReader(f, path, limit=limit, error=LocalDataError)
+            out = _parse_rows(reader, str(path), rows, check)
+    except OSError as e:
+        raise LocalDataError(f"{path}: cannot be read ({e.strerror or e})") from e
+    return out, reader.digest.hexdigest()
+
+
+def _check_manifest(directory: Path, digests: dict[str, str], labels: np.ndarray) -> None:
+    """A shard written by ``fedchain data split`` must still be what its manifest says."""
+    import json
+
+    path = directory / MANIFEST
+    if not path.is_file():
+        return  # the participant's own files: nothing to compare them with
+    try:
+        doc = json.loads(path.read_text())
+        hashes = dict(doc["sha256"])
+        samples, counts = int(doc["samples"]), [int(c) for c in doc["class_counts"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise LocalDataError(f"{path}: not a readable shard manifest ({e})") from e
+    for name, digest in digests.items():
+        if hashes.get(name) != digest:
+            raise LocalDataError(
+                f"{directory / name}: SHA-256 differs from {path}; the shard was changed "
+                "or damaged: split it again or remove the manifest if the change is yours"
+            )
+    if samples != len(labels) or counts != np.bincount(labels, minlength=10).tolist():
+        raise LocalDataError(f"{path}: sample or class counts differ from the files")
+
+
+def load_local_data(directory: str | os.PathLike[str], *, limit: int | None = None) -> LocalData:
+    """This participant's training examples from ``directory``, checked in full.
+
+    ``limit`` keeps the first that many examples (the whole files are still read and
+    checked). A missing or empty directory raises ``NoTrainingDataError`` saying how to
+    get data; anything malformed raises a ``DataError`` naming the file.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise _no_data(directory, "the directory does not exist")
+    images_path = _source(directory, TRAIN_IMAGES)
+    labels_path = _source(directory, TRAIN_LABELS)
+    if images_path is None and labels_path is None:
+        raise _no_data(directory, f"neither {TRAIN_IMAGES} nor {TRAIN_LABELS} is there")
+    if images_path is None or labels_path is None:
+        have, lack = (
+            (labels_path, TRAIN_IMAGES) if images_path is None else (images_path, TRAIN_LABELS)
+        )
+        raise LocalDataError(f"{have} has no partner: {directory / lack}[.gz] is missing")
+
+    def labels_shape(dims: tuple[int, ...]) -> None:
+        if len(dims) != 1:
+            raise LocalDataError(f"{labels_path}: labels must be one axis, not shape {dims}")
+        if not 1 <= dims[0] <= MAX_LOCAL_EXAMPLES:
+            raise LocalDataError(
+                f"{labels_path}: holds {dims[0]} labels; between 1 and {MAX_LOCAL_EXAMPLES} "
+                "are accepted"
+            )
+
+    raw_labels, labels_digest = _read_local(labels_path, None, labels_shape)
+    n = len(raw_labels)
+    bad = np.flatnonzero(raw_labels > 9)
+    if len(bad):
+        raise LocalDataError(
+            f"{labels_path}: label {int(raw_labels[bad[0]])} at row {int(bad[0])} is not a "
+            "digit 0-9"
+        )
+
+    def images_shape(dims: tuple[int, ...]) -> None:
+        if len(dims) != 3 or dims[1:] != _IMAGE_SHAPE:
+            raise LocalDataError(f"{images_path}: images must have shape (N, 28, 28), not {dims}")
+        if dims[0] != n:
+            raise LocalDataError(f"{images_path}: holds {dims[0]} images for {n} labels")
+
+    keep = n if limit is None else min(max(limit, 0), n)
+    images, images_digest = _read_local(images_path, np.arange(keep, dtype=np.int64), images_shape)
+    labels = raw_labels.astype(np.int64)
+    _check_manifest(directory, {TRAIN_IMAGES: images_digest, TRAIN_LABELS: labels_digest}, labels)
+    return LocalData(torch.from_numpy(images), torch.from_numpy(labels[:keep].copy()))
+
+
+def load_test_set(
+    directory: str | os.PathLike[str] | None,
+    limit: int,
+    *,
+    download: bool = True,
+    mirrors: Sequence[str] = MIRRORS,
+    timeout: float = 60.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``limit`` public test images and labels, checksum-verified.
+
+    Read from ``directory`` when it holds both test files (a shard directory carries a
+    copy), else from the public MNIST location (``$FEDCHAIN_DATA_DIR`` or the cache, which
+    is downloaded to when ``download``).
+    """
+    names = (TEST_IMAGES, TEST_LABELS)
+    here = directory is not None and all(_source(Path(directory), n) for n in names)
+    source = (
+        Path(directory)
+        if here and directory is not None
+        else fetch_mnist(None, download=download, mirrors=mirrors, timeout=timeout, names=names)
+    )
+    rows = np.arange(min(max(limit, 0), 10_000), dtype=np.int64)
+
+    def read(name: str) -> np.ndarray:
+        path = _source(source, name)
+        if path is None:  # removed between the check and the read
+            raise MnistNotFoundError(f"{source / name} disappeared while loading")
+        return _read_rows(path, name, rows)
+
+    labels = read(TEST_LABELS).astype(np.int64)
+    return torch.from_numpy(read(TEST_IMAGES)), torch.from_numpy(labels)

@@ -24,6 +24,7 @@ from node.p2p.yamux import YamuxConfig
 __all__ = [
     "DEFAULT_P2P_PORT",
     "DEFAULT_RPC_PORT",
+    "FL_DATA_DIR",
     "TEMPLATE",
     "Config",
     "ConfigError",
@@ -84,10 +85,15 @@ class RPCConfig:
     allowed_hosts: tuple[str, ...] = ()
 
 
+# Where a home keeps its participant's training data when ``fl.data_dir`` is empty.
+FL_DATA_DIR = "train_data"
+
+
 @dataclass(frozen=True)
 class FLConfig:
     trainer: bool = True  # train and publish model updates when listed as a trainer
-    data_dir: str = ""  # MNIST directory; empty: $FEDCHAIN_DATA_DIR or the user cache
+    # This participant's own training IDX files; relative to the home; empty: FL_DATA_DIR.
+    data_dir: str = ""
     torch_threads: int = 1
     device: str = "auto"
     eval_samples: int = 10_000  # test images this node reports its accuracy on; 0: none
@@ -175,6 +181,10 @@ class Config:
 
     def data_path(self, home: Path) -> Path:
         return Path(home) / self.data_dir
+
+    def fl_data_path(self, home: Path) -> Path:
+        """This node's training data directory (``fl.data_dir``, relative to the home)."""
+        return Path(home) / (self.fl.data_dir or FL_DATA_DIR)
 
     def rpc_url(self) -> str:
         """The URL a local client uses to reach this node's RPC (0.0.0.0 -> loopback)."""
@@ -331,7 +341,10 @@ allowed_hosts = {rpc_allowed_hosts}
 [fl]
 # Train and publish model updates when this node is a trainer in genesis or by stake.
 trainer = {fl_trainer}
-# Directory with the four MNIST IDX files; empty: $FEDCHAIN_DATA_DIR or the user cache.
+# This participant's own training data: train-images-idx3-ubyte and train-labels-idx1-ubyte
+# (raw or .gz, MNIST's IDX format), e.g. one directory of `fedchain data split`. Relative
+# to this home; empty: train_data. A trainer without it does not start. The public test
+# set is read from t10k-* files there, else from $FEDCHAIN_DATA_DIR or the user cache.
 data_dir = {fl_data_dir}
 torch_threads = {fl_torch_threads}
 # auto | cpu | cuda | cuda:N | mps

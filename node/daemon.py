@@ -85,12 +85,14 @@ class Daemon:
     ABCI++ application, the metrics, the libp2p host and GossipSub, the consensus handle,
     the gossip handlers, block and blob sync, the round tracker (with the benchmark log),
     the RPC view, the evidence reporter, the engine factory, the catch-up supervisor and
-    the RPC server. Only the FL worker is built in ``start``: its MNIST shard is loaded off
+    the RPC server. Only the FL worker is built in ``start``: its training data is loaded off
     the event loop, and a node that is not a trainer has none.
 
-    ``start``: host, GossipSub, topic subscriptions, RPC server; then the catch-up
-    supervisor's start-up sync and consensus (with its watcher); then the current global
-    model is announced and the worker, once loaded, attached to the round tracker.
+    ``start``: the worker first, so a trainer whose training data is missing or malformed
+    stops (``fl.data.DataError``) before it binds a port or talks to a peer; then host,
+    GossipSub, topic subscriptions, RPC server; then the catch-up supervisor's start-up
+    sync and consensus (with its watcher); then the current global model is announced and
+    the worker attached to the round tracker.
 
     ``close`` (idempotent, also after a failed start): the catch-up supervisor (watcher
     and engine), the worker, the round tracker's and evidence reporter's tasks; then the
@@ -248,6 +250,7 @@ class Daemon:
     # ----------------------------------------------------------------- start
 
     async def start(self) -> None:
+        self.worker = await self._load_worker()
         await self.host.start()
         await self.gossipsub.start()
         self.gossip.start()
@@ -263,7 +266,6 @@ class Daemon:
         await self.catchup.sync_at_start()
         self.catchup.start()
         self.rounds.announce_model()
-        self.worker = await self._load_worker()
         if self.worker is not None:
             self.rounds.attach_worker(self.worker)
         if self.opts.release_code_pages:
@@ -279,9 +281,7 @@ class Daemon:
         shard = await loop.run_in_executor(
             None,
             lambda: load_shard(
-                self.genesis,
-                self.vkey.address,
-                cfg.fl.data_dir or None,
+                cfg.fl_data_path(self.home.path),
                 max_samples=self.opts.max_train_samples,
                 eval_samples=self.opts.eval_samples or cfg.fl.eval_samples,
             ),

@@ -26,7 +26,15 @@ from pathlib import Path
 
 from fl.rules.base import AggregationError
 from fl.rules.config import DEFAULT_RULE, parse_rule
-from node.config import Config, ConfigError, P2PConfig, RPCConfig, load_config, render_config
+from node.config import (
+    FL_DATA_DIR,
+    Config,
+    ConfigError,
+    P2PConfig,
+    RPCConfig,
+    load_config,
+    render_config,
+)
 from node.core.crypto import KeyFileError, PrivateKey
 from node.ledger.genesis import (
     FeeParams,
@@ -207,6 +215,26 @@ def _check_fl_options(model: str, partition: str) -> None:
         raise HomeError(str(e)) from e
 
 
+def _check_mnist(source: Path) -> None:
+    """The shards' source must hold the full MNIST copy (content is checked on split)."""
+    from fl.data import DataError, fetch_mnist
+
+    try:
+        fetch_mnist(source, download=False)
+    except DataError as e:
+        raise HomeError(str(e)) from e
+
+
+def _write_shards(source: Path, dests: list[Path], genesis: Genesis) -> None:
+    from fl.data import DataError
+    from fl.shards import write_shards
+
+    try:
+        write_shards(source, dests, genesis.fl.partition, genesis.fl.init_seed)
+    except (DataError, OSError) as e:
+        raise HomeError(f"cannot write the training shards: {e}") from e
+
+
 def _check_engine(engine: str) -> None:
     from consensus.registry import UnknownEngineError, engine_spec
 
@@ -318,6 +346,11 @@ def testnet_init(
     """Create homes ``DIR/node0 .. DIR/node{N-1}`` sharing one genesis in which every node
     is a validator (equal stake) and a trainer, each peered with all the others.
 
+    ``fl_data_dir`` names a full MNIST copy: each home then gets only its own shard of it,
+    in ``<home>/train_data`` (its ``fl.data_dir``), split by the genesis partition and
+    seed (``fl.shards``), so the nodes train as the in-process simulation's clients do.
+    Without it the homes hold no training data (nodes that train need some put there).
+
     node0 evaluates each global model on ``eval_samples`` test images and the others on
     ``peer_eval_samples``. By default the others do not evaluate when every node runs on
     this machine: all nodes hold the same global model, so their evaluations would only
@@ -345,6 +378,8 @@ def testnet_init(
     for h in homes:
         if h.path.exists() and any(h.path.iterdir()):
             raise HomeError(f"{h.path} exists and is not empty; choose another --dir")
+    if fl_data_dir:
+        _check_mnist(Path(fl_data_dir))
     keys = [_create_keys(h) for h in homes]
     genesis = make_genesis(
         chain_id,
@@ -353,6 +388,8 @@ def testnet_init(
         model=model,
         partition=partition,
     )
+    if fl_data_dir:
+        _write_shards(Path(fl_data_dir), [h.path / FL_DATA_DIR for h in homes], genesis)
     peers: list[str] = []
     for i, (_, nkey) in enumerate(keys):
         if hostnames is not None:
@@ -379,7 +416,7 @@ def testnet_init(
             rpc=RPCConfig(listen=f"{rpc_host}:{rpc_port}"),
         )
         n_eval = eval_samples if i == 0 else min(eval_samples, peers_eval)
-        fl = replace(cfg.fl, data_dir=fl_data_dir, eval_samples=n_eval)
+        fl = replace(cfg.fl, data_dir=FL_DATA_DIR, eval_samples=n_eval)
         if hostnames is None:  # every node on this machine: take turns for its cores
             slots_dir = str((directory / TRAIN_SLOTS_DIR).resolve())
             fl = replace(fl, train_slots=os.cpu_count() or 1, train_slots_dir=slots_dir)

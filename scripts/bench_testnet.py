@@ -46,6 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fl.data import fetch_mnist  # noqa: E402
 from node.home import testnet_init  # noqa: E402
 from node.testnet.runner import Testnet, set_round_timeout  # noqa: E402
 
@@ -178,13 +179,15 @@ class StealMeter:
 
 
 def run_testnet(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    # Every node trains on its own shard of the public copy, as `testnet up` gives them.
+    mnist = fetch_mnist(args.data_dir or None)
     testnet_init(
         directory,
         args.nodes,
         engine=args.engine,
         partition="iid",
         base_port=args.base_port,
-        fl_data_dir=args.data_dir or "",
+        fl_data_dir=str(mnist),
         eval_samples=args.eval_samples,
     )
     set_round_timeout(directory, args.round_timeout_blocks, min_updates=args.min_updates)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from node import __version__
 from node.cli.common import CLIError
+from node.cli.data import register_data
 from node.cli.model import register as register_model
 from node.cli.node import register_init, register_status, register_testnet
 from node.cli.start import register_start
@@ -97,6 +98,7 @@ def _register_version(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 # Command groups add themselves here (name order is the --help order).
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    register_data,
     register_init,
     _register_keys,
     register_model,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from node.cli.common import CLIError, add_node_args, node_url, positive_int
+from node.cli.data import fetch_mnist_once
 from node.cli.testnet import register_testnet_run
 from node.home import HomeError, init_home, testnet_init
 from node.rpc.client import RPCClient, RPCClientError
@@ -52,6 +53,7 @@ def register_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _cmd_testnet_init(args: argparse.Namespace) -> int:
     hostnames = args.hostnames.split(",") if args.hostnames else None
+    mnist = fetch_mnist_once(args.data_dir)
     try:
         homes = testnet_init(
             Path(args.dir),
@@ -63,7 +65,7 @@ def _cmd_testnet_init(args: argparse.Namespace) -> int:
             base_port=args.base_port,
             host=args.host,
             hostnames=hostnames,
-            fl_data_dir=args.data_dir or "",
+            fl_data_dir=str(mnist),
         )
     except HomeError as e:
         raise CLIError(str(e)) from e
@@ -102,7 +104,11 @@ def register_testnet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     where = p.add_mutually_exclusive_group()
     where.add_argument("--host", default="127.0.0.1", help="IPv4 address all nodes run on")
     where.add_argument("--hostnames", help="comma-separated hostnames (docker-compose)")
-    p.add_argument("--data-dir", help="MNIST directory written into every node's config")
+    p.add_argument(
+        "--data-dir",
+        help="full MNIST copy each node's shard (DIR/nodeI/train_data) is split from "
+        "(default: $FEDCHAIN_DATA_DIR, else the cache, downloaded once)",
+    )
     p.set_defaults(func=_cmd_testnet_init)
     register_testnet_run(tsub)
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
+import re
 from pathlib import Path
 
 from node.cli.common import CLIError, positive_int
+from node.config import Config, parse_host_port
 
 __all__ = ["register_start"]
 
@@ -16,6 +19,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
     # Imported here: the daemon pulls in torch and the whole network stack, which the
     # other commands do not need.
     from consensus.registry import UnknownEngineError
+    from fl.data import DataError
     from node.config import ConfigError
     from node.core.crypto import KeyFileError
     from node.daemon import DaemonOptions, run_daemon
@@ -50,16 +54,38 @@ def _cmd_start(args: argparse.Namespace) -> int:
     install_uvloop()
     try:
         return asyncio.run(run_daemon(home, options))
+    except OSError as e:
+        raise CLIError(f"cannot start the node: {_os_error(e, cfg, home)}") from e
     except (
+        DataError,
         ConfigError,
         GenesisError,
         KeyFileError,
         StoreError,
         UnknownEngineError,
-        OSError,
         ValueError,
     ) as e:
         raise CLIError(f"cannot start the node: {e}") from e
+
+
+def _os_error(e: OSError, cfg: Config, home: Path) -> str:
+    """An OSError as something to act on: a port in use names the config key that set it."""
+    if e.errno != errno.EADDRINUSE:
+        return str(e)
+    from node.p2p.multiaddr import Multiaddr
+
+    ports = {
+        "p2p.listen": (cfg.p2p.listen, Multiaddr.parse(cfg.p2p.listen).tcp_endpoint()[1]),
+        "rpc.listen": (cfg.rpc.listen, parse_host_port(cfg.rpc.listen)[1]),
+    }
+    text = str(e)
+    for key, (value, port) in ports.items():
+        if re.search(rf"\b{port}\b", text):
+            return (
+                f"{key} {value}: port {port} is already in use (is another node running?); "
+                f"stop whatever holds it or change {key} in {home / 'config.toml'}"
+            )
+    return f"{text}; stop whatever holds the port or change p2p.listen / rpc.listen"
 
 
 def register_start(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

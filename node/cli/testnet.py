@@ -62,10 +62,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
+    from node.cli.data import fetch_mnist_once
     from node.home import HomeError, testnet_init
     from node.testnet.runner import Testnet, set_round_timeout, write_plot
 
     directory = Path(args.dir)
+    mnist = fetch_mnist_once(args.data_dir)  # once for all nodes, before any starts
     try:
         homes = testnet_init(
             directory,
@@ -74,7 +76,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             partition=args.partition,
             model=args.model,
             base_port=args.base_port,
-            fl_data_dir=args.data_dir or "",
+            fl_data_dir=str(mnist),
             eval_samples=args.eval_samples,
             peer_eval_samples=args.peer_eval_samples,
         )
@@ -156,7 +158,11 @@ def register_testnet_run(tsub: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--target-accuracy", type=_fraction, default=0.99, help="stop at this")
     p.add_argument("--max-rounds", type=positive_int, default=50, help="or after this many")
     p.add_argument("--timeout", type=float, default=3600.0, help="or after this many seconds")
-    p.add_argument("--data-dir", help="MNIST directory (default: $FEDCHAIN_DATA_DIR or cache)")
+    p.add_argument(
+        "--data-dir",
+        help="full MNIST copy each node's shard is split from (default: $FEDCHAIN_DATA_DIR, "
+        "else the cache, downloaded once with a progress bar)",
+    )
     p.add_argument("--base-port", type=positive_int, default=26656, help="first port")
     p.add_argument(
         "--max-train-samples",

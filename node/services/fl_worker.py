@@ -14,10 +14,12 @@ seed, so a network reproduces an in-process run of the same federation bit for b
 same thread evaluates each new global model (before training on it) on a slice of the
 test set for ``/status`` and ``/fl/history``.
 
-The shard is this node's part of ``partition(genesis.fl.partition, labels, #trainers,
-init_seed)``, indexed by the node's position in the genesis trainer list, so the nodes of
-one network split the data disjointly without talking about it. Only the shard's rows of
-the training images are kept in memory (see ``fl.data``).
+The shard is this participant's own data, the training IDX files in its ``fl.data_dir``
+and nothing else (``fl.data.load_local_data``, checked on load); the node never derives it
+from anyone else's. Test networks get theirs from ``fedchain data split`` (``fl.shards``),
+which writes trainer ``i`` the rows the genesis partition gives it, so their runs still
+reproduce the simulation. The test set it evaluates on is public: the copy beside the
+shard, else the public MNIST location (``fl.data.load_test_set``).
 
 ``close`` sets a stop flag that the training and evaluation loops check between batches,
 so a node stopping mid-round exits in well under a second instead of finishing the epoch.
@@ -39,14 +41,13 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, TypeVar
 
-import numpy as np
 import torch
 
-from fl.data import load_mnist
+from fl.data import load_local_data, load_test_set
 from fl.models import Params, model_hash
-from fl.partition import partition
 from fl.train import (
     Evaluation,
     TrainConfig,
@@ -106,29 +107,26 @@ class TrainOutcome:
 
 
 def load_shard(
-    genesis: Genesis,
-    address: bytes,
-    data_dir: str | None,
+    data_dir: Path,
     *,
     max_samples: int | None = None,
     eval_samples: int = 10_000,
-) -> Shard | None:
-    """This trainer's training shard and an evaluation slice; None if not a trainer."""
-    if address not in genesis.trainers:
-        return None
-    index = genesis.trainers.index(address)
+    download: bool = True,
+) -> Shard:
+    """The training examples in ``data_dir`` (the first ``max_samples`` of them) and the
+    first ``eval_samples`` public test images.
 
-    def my_rows(labels: np.ndarray) -> np.ndarray:
-        parts = partition(genesis.fl.partition, labels, len(genesis.trainers), genesis.fl.init_seed)
-        return parts[index] if max_samples is None else parts[index][:max_samples]
-
-    mnist = load_mnist(
-        data_dir or None,
-        download=data_dir in (None, ""),
-        select_train=my_rows,
-        test_limit=eval_samples,
+    Raises ``fl.data.DataError`` (``NoTrainingDataError`` when the directory is missing or
+    empty) with a message naming the file and what to do; ``download`` lets the public test
+    set be fetched into the cache when ``data_dir`` has no copy of it.
+    """
+    local = load_local_data(data_dir, limit=max_samples)
+    test_images, test_labels = (
+        load_test_set(data_dir, eval_samples, download=download)
+        if eval_samples
+        else (torch.zeros((0, 28, 28), dtype=torch.uint8), torch.zeros(0, dtype=torch.int64))
     )
-    return Shard(mnist.train_images, mnist.train_labels, mnist.test_images, mnist.test_labels)
+    return Shard(local.images, local.labels, test_images, test_labels)
 
 
 class FLWorker:

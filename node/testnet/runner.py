@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 STATE_FILE = "testnet.json"
+# How much of a stopped node's log is searched for the reason it gives.
+_LOG_TAIL_BYTES = 64 << 10
 _PR_SET_PDEATHSIG = 1
 
 
@@ -108,7 +110,7 @@ class Testnet:
 
     def start(self, *, detach: bool = False) -> None:
         for n in self.nodes:
-            log = open(self.directory / f"{n.home.name}.log", "ab")  # noqa: SIM115
+            log = open(self.log_path(n), "ab")  # noqa: SIM115
             try:
                 n.proc = subprocess.Popen(
                     [
@@ -137,6 +139,23 @@ class Testnet:
             ]
         }
         (self.directory / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+    def log_path(self, node: NodeProc) -> Path:
+        return self.directory / f"{node.home.name}.log"
+
+    def failure_line(self, node: NodeProc) -> str | None:
+        """The line a node that stopped printed about why: its last ``error:`` line (what
+        ``fedchain start`` prints when it cannot start), else its last line."""
+        try:
+            with self.log_path(node).open("rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - _LOG_TAIL_BYTES))
+                tail = f.read().decode(errors="replace")
+        except OSError:
+            return None
+        lines = [line.strip() for line in tail.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("error:")]
+        found = errors or lines
+        return found[-1] if found else None
 
     def exited(self) -> list[tuple[int, int]]:
         return [
@@ -200,7 +219,9 @@ class Testnet:
                 acc = hist_acc
             if dead:
                 i, rc = dead[0]
-                return RunResult(False, rounds, elapsed, acc, f"node{i} exited with code {rc}")
+                why = f"node{i} exited with code {rc}"
+                line = self.failure_line(self.nodes[i])
+                return RunResult(False, rounds, elapsed, acc, f"{why}: {line}" if line else why)
             if acc is not None and acc >= target_accuracy:
                 return RunResult(True, rounds, elapsed, acc, "target accuracy reached")
             if rounds >= max_rounds:

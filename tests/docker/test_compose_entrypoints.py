@@ -114,7 +114,18 @@ def test_node_copies_its_home_once_then_execs_the_daemon(env: dict[str, str]) ->
     assert (home / "config.toml").read_text() == "edited by the node\n"
 
 
-def test_node_fails_clearly_without_init_or_mnist(env: dict[str, str], tmp_path: Path) -> None:
+def test_init_fails_clearly_without_mnist(env: dict[str, str], tmp_path: Path) -> None:
+    """Only the init service reads MNIST (it splits it into the homes' shards)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run("compose-init.sh", env, FEDCHAIN_DATA_DIR=str(empty))
+    assert r.returncode == 1
+    assert "no MNIST" in r.stderr
+    assert calls(env) == []
+    assert not (Path(env["FEDCHAIN_TESTNET_DIR"]) / ".compose-initialised").exists()
+
+
+def test_node_fails_clearly_without_init(env: dict[str, str]) -> None:
     r = run("compose-node.sh", env, FEDCHAIN_NODE_NAME="node0", FEDCHAIN_INIT_TIMEOUT="1")
     assert r.returncode == 1
     assert "no initialised testnet" in r.stderr
@@ -123,12 +134,6 @@ def test_node_fails_clearly_without_init_or_mnist(env: dict[str, str], tmp_path:
     r = run("compose-node.sh", env, FEDCHAIN_NODE_NAME="node9")
     assert r.returncode == 1
     assert "node9/config.toml does not exist" in r.stderr
-
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    r = run("compose-node.sh", env, FEDCHAIN_NODE_NAME="node0", FEDCHAIN_DATA_DIR=str(empty))
-    assert r.returncode == 1
-    assert "no MNIST" in r.stderr
     assert not any(c.startswith("start") for c in calls(env))
 
 
@@ -163,3 +168,4 @@ def test_compose_file_validates_with_loopback_only_ports(tmp_path: Path) -> None
         assert f"- node{i}:/home/fedchain/node:rw" in rendered  # a volume per node
     assert rendered.count("init: true") == 5
     assert f"- {tmp_path}:/data/mnist:ro" in rendered
+    assert rendered.count(":/data/mnist:ro") == 1  # init's alone: nodes get their own shard

@@ -178,3 +178,27 @@ def test_offline_error_says_how_to_use_local_copy(
     assert DATA_DIR_ENV in str(info.value) and "--data-dir" in str(info.value)
     with pytest.raises(MnistNotFoundError, match=DATA_DIR_ENV):
         load_mnist(download=False)
+
+
+@pytest.fixture
+def image_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_dir: Path) -> Path:
+    return _cache_with_images(tmp_path, monkeypatch, mnist_dir)
+
+
+def test_download_reports_its_progress(
+    image_cache: Path, mirrors: tuple[str, str], mnist_dir: Path
+) -> None:
+    """What `testnet up` and `data split` draw their progress bar from."""
+    from fl.data import fetch_mnist
+
+    cache = image_cache
+    heard: list[tuple[str, int, int | None]] = []
+    got = fetch_mnist(mirrors=[mirrors[1]], timeout=10, progress=lambda *a: heard.append(a))
+    assert got == cache
+    names = {n for n, _, _ in heard}
+    assert names == {"train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"}
+    for name in names:
+        mine = [(done, total) for n, done, total in heard if n == name]
+        size = (mnist_dir / f"{name}.gz").stat().st_size
+        assert mine[-1] == (size, size)
+        assert [d for d, _ in mine] == sorted(d for d, _ in mine)

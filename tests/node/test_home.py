@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from fl.data import DATA_DIR_ENV, load_local_data, load_mnist
+from fl.partition import partition
 from node.cli.main import main
 from node.config import load_config
 from node.core.crypto import PrivateKey
@@ -16,6 +18,12 @@ from node.ledger.genesis import load_genesis
 from node.p2p.multiaddr import Multiaddr
 from node.p2p.peer_id import IdentityKey
 from node.store.ledger import Ledger
+
+
+@pytest.fixture(autouse=True)
+def _public_mnist(monkeypatch: pytest.MonkeyPatch, mnist_dir: Path) -> None:
+    """`testnet init` splits the public MNIST copy; here it is the suite's, never a download."""
+    monkeypatch.setenv(DATA_DIR_ENV, str(mnist_dir))
 
 
 def _mode(p: Path) -> int:
@@ -107,6 +115,32 @@ def test_testnet_init(tmp_path: Path) -> None:
         for j, pid in enumerate(peer_ids):
             if j != i:
                 assert Multiaddr.parse(peers[pid]).tcp_endpoint() == ("127.0.0.1", 30000 + 2 * j)
+
+
+def test_testnet_init_gives_each_node_only_its_own_shard(tmp_path: Path, mnist_dir: Path) -> None:
+    """Every home's fl.data_dir holds exactly the rows the genesis partition gives that
+    trainer, in order (what nodes derived from the full set before), and nothing else."""
+    d = tmp_path / "tn"
+    argv = ["testnet", "init", "--nodes", "3", "--dir", str(d), "--partition", "shards:2"]
+    assert main(argv) == 0
+    full = load_mnist(mnist_dir, test_limit=0)
+    homes = [Home(d / f"node{i}") for i in range(3)]
+    g = homes[0].genesis()
+    parts = partition(g.fl.partition, full.train_labels.numpy(), len(g.trainers), g.fl.init_seed)
+    for h in homes:
+        index = list(g.trainers).index(h.validator_key().address)
+        shard = h.config().fl_data_path(h.path)
+        assert shard == h.path / "train_data"
+        local = load_local_data(shard)
+        assert local.labels.equal(full.train_labels[parts[index]])
+        assert local.images.equal(full.train_images[parts[index]])
+        assert sorted(p.name for p in shard.iterdir()) == [
+            "manifest.json",
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+        ]
 
 
 def test_testnet_init_for_docker_hostnames(tmp_path: Path) -> None:

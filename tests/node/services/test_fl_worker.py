@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from fl.data import Mnist, NoTrainingDataError, load_mnist
 from fl.models import init_params, model_hash
+from fl.partition import partition
+from fl.shards import write_shards
 from fl.train import TrainingStopped
 from fl.update import decode_update
 from node.core.codec import sha256
@@ -26,10 +29,20 @@ from tests.node.daemon.chainkit import genesis_for
 KEYS = [PrivateKey.from_secret(f"worker-{i}") for i in range(2)]
 
 
-async def _run(tmp_path: Path, mnist_dir: Path, round_now: int) -> tuple[list[Tx], Ledger]:
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
+    """KEYS[1]'s own training data: its part of the genesis partition, as `data split`
+    writes it (genesis_for lists the trainers in KEYS order)."""
+    root = tmp_path_factory.mktemp("shards")
+    g = genesis_for(KEYS)
+    write_shards(mnist_dir, [root / "node0", root / "node1"], g.fl.partition, g.fl.init_seed)
+    return root / "node1"
+
+
+async def _run(tmp_path: Path, shard_dir: Path, round_now: int) -> tuple[list[Tx], Ledger]:
     g = genesis_for(KEYS, min_updates=1)
     ledger = Ledger.open(tmp_path / "chain.sqlite", g, fsync=False)
-    shard = load_shard(g, KEYS[1].address, str(mnist_dir), max_samples=64, eval_samples=100)
+    shard = load_shard(shard_dir, max_samples=64, eval_samples=100)
     assert shard is not None and len(shard.labels) == 64
     got: list[Tx] = []
     payloads: list[bytes] = []
@@ -59,32 +72,45 @@ async def _run(tmp_path: Path, mnist_dir: Path, round_now: int) -> tuple[list[Tx
     return got, ledger
 
 
-async def test_worker_submits_an_update_the_ledger_accepts(tmp_path: Path, mnist_dir: Path) -> None:
-    got, ledger = await _run(tmp_path, mnist_dir, 0)
+async def test_worker_submits_an_update_the_ledger_accepts(tmp_path: Path, shard_dir: Path) -> None:
+    got, ledger = await _run(tmp_path, shard_dir, 0)
     assert len(got) == 1
     ledger.check_tx(got[0])  # signed, right round and base, a genesis trainer
 
 
 async def test_worker_drops_an_update_for_a_closed_round(
-    tmp_path: Path, mnist_dir: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, shard_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="node.services.fl_worker")
-    got, _ = await _run(tmp_path, mnist_dir, 1)
+    got, _ = await _run(tmp_path, shard_dir, 1)
     # Trained to the end and then dropped, not lost to a failure on the way.
     assert "round 0 closed while training; update dropped" in caplog.text
     assert got == []
 
 
-def test_non_trainers_get_no_shard(mnist_dir: Path) -> None:
+def test_a_node_trains_on_its_own_directory_only(
+    tmp_path: Path, mnist_dir: Path, shard_dir: Path
+) -> None:
+    """The shard is the directory's rows (here the genesis partition's part of trainer 1,
+    in order), never derived from a full data set; without data the error says how to
+    get some."""
     g = genesis_for(KEYS)
-    assert load_shard(g, PrivateKey.from_secret("nobody").address, str(mnist_dir)) is None
+    full: Mnist = load_mnist(mnist_dir)
+    rows = partition(g.fl.partition, full.train_labels.numpy(), 2, g.fl.init_seed)[1]
+    shard = load_shard(shard_dir, max_samples=1000, eval_samples=10)
+    assert shard.images.equal(full.train_images[rows[:1000]])
+    assert shard.labels.equal(full.train_labels[rows[:1000]])
+    assert shard.test_labels.equal(full.test_labels[:10])
+    assert len(load_shard(shard_dir).labels) == len(rows)
+    with pytest.raises(NoTrainingDataError, match="fedchain data split"):
+        load_shard(tmp_path)
 
 
-async def test_evaluation_backlog_keeps_only_the_newest_model(mnist_dir: Path) -> None:
+async def test_evaluation_backlog_keeps_only_the_newest_model(shard_dir: Path) -> None:
     """Models that arrive while the worker thread is busy do not
     queue up: only the newest waiting one is evaluated, the ones it replaced are skipped."""
     g = genesis_for(KEYS, min_updates=1)
-    shard = load_shard(g, KEYS[1].address, str(mnist_dir), max_samples=64, eval_samples=100)
+    shard = load_shard(shard_dir, max_samples=64, eval_samples=100)
 
     async def submit(tx: Tx, payload: bytes) -> None:
         return None
@@ -104,14 +130,14 @@ async def test_evaluation_backlog_keeps_only_the_newest_model(mnist_dir: Path) -
     await w.close()
 
 
-async def test_worker_trains_exactly_like_the_simulator(tmp_path: Path, mnist_dir: Path) -> None:
+async def test_worker_trains_exactly_like_the_simulator(tmp_path: Path, shard_dir: Path) -> None:
     """A node trains as the simulator's client with the same index does (same seed, data
     and steps), byte for byte: testnets and ``fl.simulation`` runs are comparable."""
     from fl.simulation import local_update
     from fl.train import TrainConfig, training_seed
 
     g = genesis_for(KEYS, min_updates=1)
-    shard = load_shard(g, KEYS[1].address, str(mnist_dir), max_samples=64, eval_samples=100)
+    shard = load_shard(shard_dir, max_samples=64, eval_samples=100)
     assert shard is not None
     payloads: list[bytes] = []
 
@@ -148,12 +174,12 @@ async def test_worker_trains_exactly_like_the_simulator(tmp_path: Path, mnist_di
 
 
 async def test_a_new_round_stops_the_old_rounds_training(
-    mnist_dir: Path, caplog: pytest.LogCaptureFixture
+    shard_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The thread of a superseded round's job stops at its next batch, so the new round's
     job (queued behind it on the single training thread) starts at once."""
     g = genesis_for(KEYS, min_updates=1)
-    shard = load_shard(g, KEYS[1].address, str(mnist_dir), max_samples=6000, eval_samples=100)
+    shard = load_shard(shard_dir, max_samples=6000, eval_samples=100)
     rounds = [0]
     got: list[Tx] = []
     training = threading.Event()
@@ -190,12 +216,12 @@ async def test_a_new_round_stops_the_old_rounds_training(
 
 
 async def test_training_holds_the_injected_slot_and_a_refused_slot_stops_the_job(
-    mnist_dir: Path, caplog: pytest.LogCaptureFixture
+    shard_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The composition root's slot limiter wraps each training job in the worker thread;
     a slot the node stops waiting for ends the round's job without an update."""
     g = genesis_for(KEYS, min_updates=1)
-    shard = load_shard(g, KEYS[1].address, str(mnist_dir), max_samples=64, eval_samples=100)
+    shard = load_shard(shard_dir, max_samples=64, eval_samples=100)
     held: list[str] = []
     refuse = [False]
     got: list[Tx] = []
