@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import urllib.error
 import urllib.request
@@ -311,6 +312,14 @@ def _read_rows(path: Path, name: str, rows: np.ndarray | None = None) -> np.ndar
     return out
 
 
+def _read_public(directory: Path, name: str, rows: np.ndarray | None) -> np.ndarray:
+    """Rows of the public MNIST file ``name`` found present in ``directory``, verified."""
+    path = _source(directory, name)
+    if path is None:  # removed between the presence check and the read
+        raise MnistNotFoundError(f"{directory / name} disappeared while loading")
+    return _read_rows(path, name, rows)
+
+
 def _fetch(url: str, timeout: float, progress: Callable[[int, int | None], None]) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         length = resp.headers.get("Content-Length")
@@ -428,10 +437,7 @@ def load_mnist(
     directory = fetch_mnist(data_dir, download=download, mirrors=mirrors, timeout=timeout)
 
     def read(name: str, rows: np.ndarray | None = None) -> np.ndarray:
-        path = _source(directory, name)
-        if path is None:  # removed between the check and the read
-            raise MnistNotFoundError(f"{directory / name} disappeared while loading")
-        return _read_rows(path, name, rows)
+        return _read_public(directory, name, rows)
 
     train_labels = read("train-labels-idx1-ubyte").astype(np.int64)
     train_rows = None
@@ -508,8 +514,6 @@ def _read_local(
 
 def _check_manifest(directory: Path, digests: dict[str, str], labels: np.ndarray) -> None:
     """A shard written by ``fedchain data split`` must still be what its manifest says."""
-    import json
-
     path = directory / MANIFEST
     if not path.is_file():
         return  # the participant's own files: nothing to compare them with
@@ -602,12 +606,5 @@ def load_test_set(
         else fetch_mnist(None, download=download, mirrors=mirrors, timeout=timeout, names=names)
     )
     rows = np.arange(min(max(limit, 0), 10_000), dtype=np.int64)
-
-    def read(name: str) -> np.ndarray:
-        path = _source(source, name)
-        if path is None:  # removed between the check and the read
-            raise MnistNotFoundError(f"{source / name} disappeared while loading")
-        return _read_rows(path, name, rows)
-
-    labels = read(TEST_LABELS).astype(np.int64)
-    return torch.from_numpy(read(TEST_IMAGES)), torch.from_numpy(labels)
+    labels = _read_public(source, TEST_LABELS, rows).astype(np.int64)
+    return torch.from_numpy(_read_public(source, TEST_IMAGES, rows)), torch.from_numpy(labels)
