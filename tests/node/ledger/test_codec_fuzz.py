@@ -24,6 +24,7 @@ from consensus.registry import engine_names, engine_spec
 from consensus.types import (
     Commit,
     CommitSig,
+    DuplicateProposalEvidence,
     DuplicateVoteEvidence,
     Proposal,
     Validator,
@@ -47,7 +48,15 @@ from node.ledger.genesis import (
     params_of,
 )
 from node.ledger.state import Account, Bond, ChainMeta, Trainer, UnbondingEntry, UnbondingQueue
-from node.ledger.tx import Evidence, ModelUpdate, Stake, Transfer, Tx, Unstake
+from node.ledger.tx import (
+    Evidence,
+    ModelUpdate,
+    ProposalEvidence,
+    Stake,
+    Transfer,
+    Tx,
+    Unstake,
+)
 
 u64 = st.integers(0, (1 << 64) - 1)
 u32 = st.integers(0, (1 << 32) - 1)
@@ -84,12 +93,23 @@ def evidences(draw: st.DrawFn) -> DuplicateVoteEvidence:
     return DuplicateVoteEvidence.of(a, b)
 
 
+@st.composite
+def proposal_evidences(draw: st.DrawFn) -> DuplicateProposalEvidence:
+    c, h, r, _, v = draw(votes_fields)
+    ha, hb = draw(st.lists(b32, min_size=2, max_size=2, unique=True))
+    pol = draw(u32)
+    a = Proposal(c, h, r, pol, ha, v, draw(b64))
+    b = Proposal(c, h, r, pol, hb, v, draw(b64))
+    return DuplicateProposalEvidence.of(a, b)
+
+
 bodies = st.one_of(
     st.builds(Transfer, b20, u64),
     st.builds(Stake, pos64),
     st.builds(Unstake, pos64),
     st.builds(ModelUpdate, u64, b32, st.integers(1, (1 << 32) - 1), b32, st.integers(1, 1 << 30)),
     st.builds(Evidence, evidences()),
+    st.builds(ProposalEvidence, proposal_evidences()),
 )
 txs = st.builds(Tx, chain_ids, b32, u64, u64, bodies, b64)
 commit_sigs = st.builds(CommitSig, b20, b64)
